@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/**
+ * @file vmpage.h
+ * libvmpage: map a block store into memory lazily, with a transactional
+ * change set.
+ *
+ * A program describes its data as a *store* of fixed-size blocks (two
+ * callbacks, loadblk and storeblk), opens a *handle* on it and maps any range
+ * of it.  The mapping is plain memory: the first touch of a page faults, the
+ * library's SIGSEGV handler loads the block through loadblk and makes the
+ * page visible.  Clean pages are dropped, least recently used first, when the
+ * handle's memory budget (a vmp_ram) is used up.  Written pages stay in
+ * memory as the handle's change set until vmp_writeout() stores them or
+ * vmp_discard() throws them away.
+ *
+ * Conventions: every function returns 0 or a negative errno unless it says
+ * otherwise, and a call that fails has changed nothing.  All functions are
+ * thread-safe.
+ *
+ * @par Caveats
+ * - A system call that reads into or writes from a page that is not loaded
+ *   (read(fd, mapped, n), write(fd, mapped, n)) fails with EFAULT: the kernel
+ *   does not raise SIGSEGV for its own copies.  Call vmp_prefault() on the
+ *   range first.
+ * - The library installs one process-wide SIGSEGV handler (GNU libsigsegv).
+ *   A program or runtime that installs its own SIGSEGV handler afterwards must
+ *   call vmp_handle_fault() from it, or call vmp_fault_handler_install() again
+ *   to re-arm ours.  Sanitizers need
+ *   ASAN_OPTIONS=handle_segv=0:allow_user_segv_handler=1.
+ * - fork(): the child does not inherit the mappings (they are MADV_DONTFORK:
+ *   touching them in the child is an ordinary SIGSEGV) and every call on an
+ *   object created before the fork returns -ECHILD in the child.  The child
+ *   may create objects of its own.  The parent is unaffected.
+ * - A fault that cannot be served (loadblk failed, memory budget used up by
+ *   dirty pages, kernel mapping limit) prints one line on stderr and raises
+ *   SIGBUS in the faulting thread, like a failed read of a kernel file
+ *   mapping.  See vmp_guard() and vmp_set_fault_error_handler() to recover.
+ * - valgrind cannot run code that takes these faults on current kernels; use
+ *   AddressSanitizer instead.
+ */
+#ifndef VMPAGE_H
+#define VMPAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VMP_VERSION_MAJOR 0
+#define VMP_VERSION_MINOR 1
+#define VMP_VERSION_PATCH 0
+
+/** True when the header is at least version @p major.@p minor. */
+#define VMP_CHECK_VERSION(major, minor)                                        \
+	(VMP_VERSION_MAJOR > (major) ||                                        \
+	 (VMP_VERSION_MAJOR == (major) && VMP_VERSION_MINOR >= (minor)))
+
+#if defined(__GNUC__)
+#define VMP_NODISCARD __attribute__((warn_unused_result))
+#else
+#define VMP_NODISCARD
+#endif
+
+/** A memory budget shared by handles: byte limit, LRU of clean pages. */
+typedef struct vmp_ram vmp_ram;
+/** One open view of a store: its pagemap, change set and mappings. */
+typedef struct vmp_fileh vmp_fileh;
+
+/**
+ * The store's callbacks.  The library copies this table (and the vmp_store
+ * around it) when a handle is opened.  No library lock is held while any of
+ * them runs, so they may block, allocate, do I/O and even touch other
+ * libvmpage mappings.  @p ctx is vmp_store.ctx, passed through untouched.
+ *
+ * New members are only ever added at the end.
+ */
+typedef struct vmp_store_ops {
+	/**
+	 * Fill @p buf (blksize bytes) with block @p blk.  Returns 0 or a
+	 * negative errno.  Required.
+	 *
+	 * Runs in the faulting thread, inside the SIGSEGV handler (or inside
+	 * vmp_prefault()).  It must not touch the page being loaded, and must
+	 * not unmap the mapping being faulted on.
+	 */
+	int (*loadblk)(void *ctx, uint64_t blk, void *buf);
+	/**
+	 * Store block @p blk from @p buf (blksize bytes).  Returns 0 or a
+	 * negative errno.  NULL: the store is read-only (writeout with
+	 * VMP_WRITEOUT_STORE fails with -EROFS).  Called from vmp_writeout().
+	 */
+	int (*storeblk)(void *ctx, uint64_t blk, const void *buf);
+	/** Optional: called once before the first storeblk of a writeout. */
+	int (*writeout_begin)(void *ctx);
+	/** Optional: called after the last storeblk of a writeout succeeded. */
+	int (*writeout_commit)(void *ctx);
+	/** Optional: called when a writeout fails after writeout_begin. */
+	void (*writeout_abort)(void *ctx);
+	/** Optional: called once, when the last handle using @p ctx closes. */
+	void (*release)(void *ctx);
+	/**
+	 * Optional: offer the store's bytes as a file, for VMP_OVERLAY handles.
+	 * Set *@p fd to a file descriptor readable with mmap(PROT_READ,
+	 * MAP_SHARED) and *@p offset to the byte offset of block 0 (a multiple
+	 * of blksize).  The fd must stay open while handles are open; the
+	 * library does not close it.  Returns 0 or a negative errno.
+	 */
+	int (*base)(void *ctx, int *fd, off_t *offset);
+} vmp_store_ops;
+
+/** A store: callbacks, their context and the block size. */
+typedef struct vmp_store {
+	const vmp_store_ops *ops; /**< callbacks, must outlive the handles */
+	void *ctx;                /**< passed to every callback */
+	size_t blksize;           /**< power of two, >= OS page: the page size */
+} vmp_store;
+
+/** Figures of a vmp_ram, see vmp_ram_stats(). */
+struct vmp_stats {
+	uint64_t limit_bytes;     /**< budget, 0 = unlimited */
+	uint64_t resident_bytes;  /**< page memory held now (clean + dirty) */
+	uint64_t dirty_bytes;     /**< of which dirty */
+	uint64_t faults;          /**< faults served */
+	uint64_t loads;           /**< loadblk calls that succeeded */
+	uint64_t reclaimed_pages; /**< clean pages dropped to make room */
+	uint64_t load_errors;     /**< loadblk calls that failed */
+	uint64_t peak_resident_bytes; /**< highest resident_bytes seen */
+	uint64_t readahead_pages; /**< pages loaded ahead of a fault */
+	uint64_t metadata_bytes;  /**< library memory for pages and maps */
+};
+
+/* --- memory budget ------------------------------------------------------- */
+
+/**
+ * Create a memory budget.
+ *
+ * @param ramp  receives the new RAM; the caller owns it (vmp_ram_free()).
+ * @param limit_bytes  the most page memory its handles may hold.  0 takes the
+ *        limit from the environment variable VMPAGE_MEMLIMIT ("64m", "2g",
+ *        "512k", or plain bytes), or no limit when the variable is unset or
+ *        empty.  A limit smaller than one page still allows one page.
+ * @return 0, -EINVAL (@p ramp NULL, or VMPAGE_MEMLIMIT malformed: a message
+ *         naming the value goes to stderr), -ENOMEM.
+ */
+VMP_NODISCARD int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes);
+
+/**
+ * Free a RAM.  @return 0, -EINVAL (NULL), -EBUSY while handles are open on
+ * it, -ECHILD in a forked child.
+ */
+int vmp_ram_free(vmp_ram *ram);
+
+/**
+ * Drop at least @p bytes of clean pages, least recently used first, if that
+ * many exist (fewer otherwise: that is not an error).  Dirty pages stay.
+ * @return 0, -EINVAL (NULL ram), -ECHILD.
+ */
+int vmp_ram_reclaim(vmp_ram *ram, size_t bytes);
+
+/** Read the RAM's figures into @p st.  @return 0, -EINVAL, -ECHILD. */
+int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st);
+
+/* --- handles ------------------------------------------------------------- */
+
+/** vmp_fileh_open() flags. */
+enum vmp_fileh_flags {
+	/** Map clean pages straight from the store's base file (kernel page
+	 *  cache, read at kernel speed, not charged to the RAM); only dirty
+	 *  pages live in the handle's memory.  Needs ops->base. */
+	VMP_OVERLAY = 1u << 0,
+};
+
+/**
+ * Open a handle (a change set) on a store.
+ *
+ * The handle copies @p store; it does not own store->ctx: when the last
+ * handle using ctx closes it calls store->ops->release(ctx), if set.  Several
+ * handles may be open on one store; they do not see each other's uncommitted
+ * writes.
+ *
+ * @param fhp   receives the handle.
+ * @param ram   the budget its pages are charged to.
+ * @param store callbacks and block size.
+ * @param flags 0 or VMP_OVERLAY.
+ * @return 0, -EINVAL (NULL argument, no loadblk, blksize not a power of two
+ *         or below the OS page size, unknown flag, VMP_OVERLAY without
+ *         ops->base), the error of ops->base, -ENOMEM, -EMFILE, -ECHILD.
+ */
+VMP_NODISCARD int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
+				 const vmp_store *store, unsigned flags);
+
+/**
+ * Close a handle.  Its uncommitted changes (dirty pages) are dropped: call
+ * vmp_writeout() first to keep them.
+ * @return 0, -EINVAL (NULL), -EBUSY while it has mappings, -ECHILD.
+ */
+int vmp_fileh_close(vmp_fileh *fh);
+
+/** Number of dirty pages of @p fh, in *@p npages. @return 0, -EINVAL. */
+int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages);
+
+/* --- mappings ------------------------------------------------------------ */
+
+/**
+ * Map pages [@p pgoffset, @p pgoffset + @p pglen) of the store.
+ *
+ * Nothing is loaded now: each page is loaded on first touch.  Several
+ * mappings of one handle, overlapping or not, show the same bytes.
+ *
+ * @param prot  PROT_READ (writes crash as on any read-only memory) or
+ *              PROT_READ | PROT_WRITE (the first write to a page makes it
+ *              dirty).
+ * @param addrp receives the address; pass it to vmp_munmap().
+ * @return 0, -EINVAL (NULL, pglen 0, other prot bits, range overflows the
+ *         64-bit byte offset), -ENOMEM (address space), -ECHILD.
+ */
+VMP_NODISCARD int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
+			   int prot, void **addrp);
+
+/**
+ * Unmap a mapping.  The handle keeps its pages and its changes.  Waits for
+ * faults in progress on the mapping to finish.
+ * @return 0, -EINVAL (@p addr is not the start of a libvmpage mapping),
+ *         -EDEADLK (called from a loadblk serving a fault on this mapping).
+ */
+int vmp_munmap(void *addr);
+
+/**
+ * Load the pages covering [@p addr, @p addr + @p len) now, and with
+ * @p write make them dirty, as touching them would.  Use it before passing
+ * mapped memory to a system call (read(2) into an unloaded page fails with
+ * EFAULT).  Under a memory limit, pages prefaulted early may be reclaimed
+ * again before use if the range exceeds the limit.
+ * @return 0, -EINVAL (range not inside one mapping, write on a read-only
+ *         mapping), the fault's error (loadblk's errno, -ENOMEM).
+ */
+int vmp_prefault(const void *addr, size_t len, int write);
+
+/* --- change set ---------------------------------------------------------- */
+
+/** vmp_writeout() flags. */
+enum {
+	/** call storeblk for every dirty page */
+	VMP_WRITEOUT_STORE = 1,
+	/** mark dirty pages clean (and write-protect them again) */
+	VMP_WRITEOUT_MARKSTORED = 2,
+};
+
+/**
+ * Write the change set out, and/or mark it stored.  STORE|MARKSTORED is the
+ * normal commit.
+ *
+ * STORE calls storeblk once per dirty page, in page order, bracketed by
+ * writeout_begin and writeout_commit (writeout_abort on failure).  Each page
+ * is write-protected before its bytes are stored: a write from another
+ * thread during the writeout dirties it again, so it stays dirty after
+ * MARKSTORED and no write is lost.  Cost is proportional to the dirty pages.
+ *
+ * @return 0; -EINVAL (NULL, no flag or unknown flags); -EROFS (STORE on a store
+ *         without storeblk); the error of writeout_begin, storeblk or
+ *         writeout_commit, in which case every page that was dirty is still
+ *         dirty with its bytes and the call can be repeated; -ECHILD.
+ */
+int vmp_writeout(vmp_fileh *fh, unsigned flags);
+
+/**
+ * Throw the change set away: every dirty page is dropped, and its next
+ * access loads the store's bytes.  Clean pages stay.
+ * @return 0, -EINVAL, -ECHILD.
+ */
+int vmp_discard(vmp_fileh *fh);
+
+/**
+ * The store changed underneath: drop the clean pages in [@p pgoffset,
+ * @p pgoffset + @p pglen) so that the next access loads them again.  A page
+ * being loaded now is not installed; its next access loads again.  Dirty
+ * pages in the range are kept (they are the user's changes; vmp_discard()
+ * drops them).  In VMP_OVERLAY handles clean pages are the kernel's page
+ * cache, which is always current, so only loads in progress are affected.
+ * @return 0, -EINVAL (NULL, pglen 0, range overflows), -ECHILD.
+ */
+int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen);
+
+/* --- fault errors -------------------------------------------------------- */
+
+/** What failed in a fault that could not be served. */
+enum vmp_fault_what {
+	VMP_FAULT_LOAD = 1,    /**< loadblk returned an error */
+	VMP_FAULT_MEMLIMIT,    /**< the RAM limit is used up by dirty pages */
+	VMP_FAULT_MAPLIMIT,    /**< the kernel refused a mapping (VMA limit) */
+	VMP_FAULT_RECURSION,   /**< loadblk touched the page it is loading */
+};
+
+/** Describes a fault that could not be served. */
+struct vmp_fault_error {
+	void *addr;               /**< the faulting address */
+	vmp_fileh *fh;            /**< the handle */
+	uint64_t blk;             /**< the block (page index in the store) */
+	int err;                  /**< negative errno */
+	enum vmp_fault_what what; /**< what failed */
+};
+
+/** Answers of a vmp_fault_error_fn. */
+enum {
+	VMP_FAULT_DEFAULT = 0, /**< go on: vmp_guard, else message + SIGBUS */
+	VMP_FAULT_RETRY,       /**< try the load again now */
+	VMP_FAULT_ZERO,        /**< map a page of zeros (clean, read-only) */
+};
+
+/**
+ * Called in the faulting thread, inside the signal handler, when a fault on
+ * the handle cannot be served; no library lock is held.
+ */
+typedef int (*vmp_fault_error_fn)(const struct vmp_fault_error *e, void *arg);
+
+/**
+ * Set (or with @p fn NULL, clear) the handle's fault error handler.
+ * @return 0, -EINVAL (NULL fh), -ECHILD.
+ */
+int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
+				void *arg);
+
+/**
+ * Run fn(arg).  If a fault inside it cannot be served (and the handle's
+ * error handler answered VMP_FAULT_DEFAULT), fn is abandoned with siglongjmp
+ * and vmp_guard returns that negative errno; otherwise it returns fn's
+ * return value.  Guards nest and are per thread.  fn must be written so that
+ * abandoning it midway is safe (no locks of its own held across accesses to
+ * mapped memory).  @return fn's value, the fault's -errno, -EINVAL (NULL).
+ */
+int vmp_guard(int (*fn)(void *arg), void *arg);
+
+/**
+ * Serve a fault at @p addr, for programs with their own SIGSEGV handler:
+ * call it first from that handler.
+ * @return 1: the fault was ours and is served, return from the handler;
+ *         0: @p addr is not in a libvmpage mapping, nothing was done;
+ *         negative errno: ours, but it could not be served (the handle's
+ *         error handler and vmp_guard have had their chance; no message
+ *         was printed and no SIGBUS raised).
+ */
+int vmp_handle_fault(void *addr);
+
+/**
+ * (Re)install the library's SIGSEGV handler.  vmp_ram_new, vmp_fileh_open
+ * and vmp_mmap call it; call it again after something else replaced the
+ * SIGSEGV action.  @return 0, -ENOSYS (libsigsegv cannot catch faults here).
+ */
+int vmp_fault_handler_install(void);
+
+/* --- built-in stores and misc -------------------------------------------- */
+
+/**
+ * Fill @p store with the built-in file store: block b is bytes
+ * [b * blksize, (b + 1) * blksize) of @p fd, read with pread and written
+ * with pwrite; reads past the end of the file give zeros.  It offers a base
+ * file, so VMP_OVERLAY handles can map it.  @p fd is not owned: keep it open
+ * while handles are open.  The store's small context is freed by
+ * ops->release when its last handle closes; if you never open a handle,
+ * call store->ops->release(store->ctx) yourself.
+ * @return 0, -EINVAL (NULL, fd < 0, bad blksize), -EBADF (fd not open for
+ *         reading), -ENOMEM.
+ */
+VMP_NODISCARD int vmp_file_store(vmp_store *store, int fd, size_t blksize);
+
+/** The version of the library loaded at run time, "major.minor.patch". */
+const char *vmp_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VMPAGE_H */

@@ -1,0 +1,667 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * fault.c: the fault path.  libsigsegv calls on_sigsegv() with the fault
+ * address; we find the vma, then the page, and either load it, map it back,
+ * or make it dirty (see the mapping invariant in internal.h: a fault on a
+ * page that is mapped readable in a writable vma is a write).
+ *
+ * Loading: the page is created LOADING under ram->lock, the lock is dropped,
+ * loadblk fills a per-thread bounce buffer and pwrite() copies it into the
+ * handle's memfd, where no mapping can see it yet; then, locked again, the
+ * page is mapped in every vma.  pwrite needs no second mapping (which would
+ * count twice in RssShmem and need a TLB shootdown to take down).  Other
+ * threads faulting on a LOADING page wait on a condition variable.
+ * Sequential faults load a growing window of following pages in one go:
+ * one pwrite and one mprotect for the run.
+ *
+ * Signal context: this code runs in the SIGSEGV handler of the faulting
+ * thread, with SIGSEGV blocked except around loadblk (so that a loadblk
+ * may itself touch other libvmpage mappings).  It does not use malloc or
+ * stdio; memory comes from mmap.  The fault is synchronous, so the thread
+ * was running the user's code that touched the page, not inside libc.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <sigsegv.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define RA_MAX_BYTES ((size_t)2 << 20) /* read-ahead window cap */
+#define RA_MAX_PAGES 512
+#define MAX_NEST 8 /* nested faults (loadblk touching mappings) */
+
+struct guard {
+	sigjmp_buf env;
+	int err;
+	unsigned depth; /* tls.nloading when the guard was set */
+	struct guard *prev;
+};
+
+/* A run of pages this thread is loading (to catch loadblk recursion). */
+struct loading_run {
+	const struct vmp_fileh *fh;
+	uint64_t lo, hi;
+};
+
+static __thread struct fault_tls {
+	char *bounce;
+	size_t bounce_size;
+	struct loading_run loading[MAX_NEST];
+	unsigned nloading;
+	struct vmp_vma *serving[MAX_NEST];
+	unsigned nserving;
+	/* a fault that looked like a write to read-only memory, see ro_fault */
+	uintptr_t ro_addr;
+	const struct vmp_page *ro_page;
+	uint32_t ro_gen;
+	struct guard *guard;
+	struct vmp_fault_error last_error;
+} tls __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_key_once = PTHREAD_ONCE_INIT;
+
+static void bounce_release(void *unused)
+{
+	os_free(tls.bounce, tls.bounce_size);
+	tls.bounce = NULL;
+	tls.bounce_size = 0;
+}
+
+static void bounce_key_init(void)
+{
+	(void)pthread_key_create(&bounce_key, bounce_release);
+}
+
+static char *bounce_get(size_t size)
+{
+	if (tls.bounce_size < size) {
+		char *b = os_alloc(size);
+		if (!b)
+			return NULL;
+		os_free(tls.bounce, tls.bounce_size);
+		tls.bounce = b;
+		tls.bounce_size = size;
+		(void)pthread_setspecific(bounce_key, b);
+	}
+	return tls.bounce;
+}
+
+bool fault_in_progress_on(uintptr_t start)
+{
+	for (unsigned i = 0; i < tls.nserving; i++)
+		if (tls.serving[i]->start == start)
+			return true;
+	return false;
+}
+
+static bool loading_here(const struct vmp_fileh *fh, uint64_t idx)
+{
+	for (unsigned i = 0; i < tls.nloading; i++)
+		if (tls.loading[i].fh == fh && idx >= tls.loading[i].lo &&
+		    idx < tls.loading[i].hi)
+			return true;
+	return false;
+}
+
+static int fail(struct vmp_fault_error *fe, enum vmp_fault_what what, int err)
+{
+	fe->what = what;
+	fe->err = err;
+	return err;
+}
+
+/* --- loading --- */
+
+/* How many pages to load for a fault at @idx: a window that grows while
+ * faults are sequential, cut at the vma end and at the first present page. */
+static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
+{
+	struct vmp_fileh *fh = v->fh;
+	uint64_t max = RA_MAX_BYTES >> fh->pageshift, n;
+
+	if (fh->ram->limit_bytes && max > (fh->ram->limit_bytes / 8) >> fh->pageshift)
+		max = (fh->ram->limit_bytes / 8) >> fh->pageshift;
+	if (max > RA_MAX_PAGES)
+		max = RA_MAX_PAGES;
+	if (max < 1)
+		max = 1;
+	if (idx == v->ra_next && v->ra_window)
+		v->ra_window = v->ra_window * 4 < max ? v->ra_window * 4 : (uint32_t)max;
+	else
+		v->ra_window = 1;
+	for (n = 1; n < v->ra_window && idx + n < v->pgoffset + v->npages; n++)
+		if (pagemap_get(&fh->pagemap, idx + n))
+			break;
+	v->ra_next = idx + n;
+	return n;
+}
+
+/* Fill pages [idx, idx+n) into the memfd, no lock held.  Returns how many
+ * pages from the first were filled; *errp is loadblk's error if fewer. */
+static uint64_t fill_pages(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+			   bool zero, int *errp)
+{
+	size_t ps = fh_pagesize(fh);
+	char *buf = bounce_get((size_t)n * ps);
+	sigset_t segv, saved;
+	uint64_t i;
+	int err = 0;
+
+	if (!buf) {
+		*errp = -ENOMEM;
+		return 0;
+	}
+	if (zero) {
+		memset(buf, 0, (size_t)n * ps);
+		i = n;
+	} else {
+		sigemptyset(&segv);
+		sigaddset(&segv, SIGSEGV);
+		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
+		for (i = 0; i < n; i++) {
+			err = fh->ops.loadblk(fh->store.ctx, idx + i, buf + i * ps);
+			if (err) {
+				err = err < 0 ? err : -EIO;
+				break;
+			}
+		}
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	}
+	if (i > 0) {
+		int werr = os_pwrite_full(fh->memfd, buf, (size_t)i * ps,
+					  idx << fh->pageshift);
+		if (werr) {
+			err = werr;
+			i = 0;
+		}
+	}
+	*errp = err;
+	return i;
+}
+
+/* Forget a LOADING page that will not be installed. */
+static void loading_abandon(struct vmp_page *p, bool punch)
+{
+	struct vmp_fileh *fh = p->fh;
+
+	if (punch)
+		(void)os_punch(fh->memfd, p->index << fh->pageshift, fh_pagesize(fh));
+	page_drop(p);
+}
+
+/* Install the filled run pages[0..n): map it everywhere, then mark it. */
+static int install_run(struct vmp_fileh *fh, struct vmp_page **pages, uint64_t n,
+		       const struct vmp_page *to)
+{
+	vmp_ram *ram = fh->ram;
+	int ret = fh_remap_run(fh, pages[0]->index, n, &page_absent, to);
+
+	for (uint64_t i = 0; i < n; i++) {
+		struct vmp_page *p = pages[i];
+		if (ret) {
+			loading_abandon(p, true);
+			continue;
+		}
+		p->state = to->state;
+		p->flags = to->flags;
+		p->gen++;
+		if (p->state == PAGE_DIRTY) {
+			list_add_tail(&p->link, &fh->dirty);
+			fh->ndirty++;
+			ram->dirty_bytes += fh_pagesize(fh);
+		} else {
+			list_add(&p->link, &ram->lru);
+			ram->nlru++;
+		}
+		page_wake(ram, p);
+	}
+	return ret;
+}
+
+/*
+ * Load pages from @idx (absent), map them, return 1.  ram->lock held, and
+ * dropped while loading.  Overlay handles load a page only to write it: it
+ * comes in DIRTY.
+ */
+static int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
+		      struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = v->fh;
+	vmp_ram *ram = fh->ram;
+	struct vmp_page *pages[RA_MAX_PAGES];
+	struct vmp_page to = { .state = PAGE_LOADED, .flags = zero ? PAGE_ZERO : 0 };
+	bool overlay = fh->flags & VMP_OVERLAY;
+	uint64_t n = (overlay || zero) ? 1 : readahead(v, idx), filled, i, j;
+	int ret, err;
+
+	if (overlay)
+		to.state = PAGE_DIRTY;
+	for (;;) {
+		long cost = fh_remap_cost(fh, idx, n, &page_absent, &to);
+		ret = ram_charge(ram, n << fh->pageshift, cost, &fe->what);
+		if (!ret || n == 1)
+			break;
+		n = 1; /* too tight for read-ahead: just the page asked for */
+	}
+	if (ret)
+		return fail(fe, fe->what, ret);
+	if (pagemap_reserve(&fh->pagemap, n) ||
+	    tls.nloading == MAX_NEST) {
+		ram_uncharge(ram, n << fh->pageshift);
+		return fail(fe, tls.nloading == MAX_NEST ? VMP_FAULT_RECURSION
+							: VMP_FAULT_MEMLIMIT,
+			    tls.nloading == MAX_NEST ? -ELOOP : -ENOMEM);
+	}
+	for (i = 0; i < n; i++) {
+		pages[i] = page_alloc(ram, fh, idx + i);
+		if (!pages[i]) {
+			ram_uncharge(ram, (n - i) << fh->pageshift);
+			n = i;
+			break;
+		}
+		pages[i]->state = PAGE_LOADING;
+		pagemap_insert(&fh->pagemap, pages[i]);
+	}
+	if (n == 0)
+		return fail(fe, VMP_FAULT_MEMLIMIT, -ENOMEM);
+
+	tls.loading[tls.nloading++] = (struct loading_run){ fh, idx, idx + n };
+	pthread_mutex_unlock(&ram->lock);
+	filled = fill_pages(fh, idx, n, zero, &err);
+	pthread_mutex_lock(&ram->lock);
+	tls.nloading--;
+
+	ram->stats.loads += filled;
+	ram->stats.load_errors += filled < n && err;
+	if (filled > 1)
+		ram->stats.readahead_pages += filled - 1;
+	/* install the runs that were filled and not invalidated meanwhile */
+	ret = 0;
+	for (i = 0; i < n; i = j) {
+		if (i >= filled || (pages[i]->flags & PAGE_INVALIDATED)) {
+			loading_abandon(pages[i], i < filled);
+			j = i + 1;
+			continue;
+		}
+		for (j = i + 1; j < filled && !(pages[j]->flags & PAGE_INVALIDATED); j++)
+			;
+		int r = install_run(fh, pages + i, j - i, &to);
+		if (r && i == 0)
+			ret = fail(fe, VMP_FAULT_MAPLIMIT, r);
+	}
+	if (filled == 0)
+		return fail(fe, VMP_FAULT_LOAD, err);
+	return ret ? ret : 1;
+}
+
+/* --- faults on resident pages --- */
+
+/* Move @p to state/flags of @to in every vma; kernel VMA budget first. */
+static int remap(struct vmp_page *p, const struct vmp_page *to,
+		 struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = p->fh;
+	long cost = fh_remap_cost(fh, p->index, 1, p, to);
+	enum vmp_fault_what what;
+	uint8_t state = p->state, flags = p->flags;
+	int ret;
+
+	if (cost > 0) {
+		ret = ram_charge(fh->ram, 0, cost, &what);
+		if (ret)
+			return fail(fe, what, ret);
+		/* the clock may have deactivated p meanwhile: let it refault */
+		if (p->state != state || p->flags != flags)
+			return 1;
+	}
+	ret = fh_remap_page(fh, p, to);
+	if (ret)
+		return fail(fe, VMP_FAULT_MAPLIMIT, ret);
+	p->gen++;
+	return 0;
+}
+
+static int reactivate(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	struct vmp_page to = *p;
+	int ret;
+
+	to.flags &= (uint8_t)~PAGE_INACTIVE;
+	ret = remap(p, &to, fe);
+	if (ret)
+		return ret;
+	p->flags = to.flags;
+	list_move(&p->link, &p->fh->ram->lru);
+	return 1;
+}
+
+static int make_dirty(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = p->fh;
+	vmp_ram *ram = fh->ram;
+	struct vmp_page to = { .state = PAGE_DIRTY };
+	int ret = remap(p, &to, fe);
+
+	if (ret)
+		return ret;
+	list_del(&p->link);
+	ram->nlru--;
+	list_add_tail(&p->link, &fh->dirty);
+	fh->ndirty++;
+	ram->dirty_bytes += fh_pagesize(fh);
+	p->state = PAGE_DIRTY;
+	p->flags = 0;
+	return 1;
+}
+
+/* A write to a page write-protected for a writeout: it is dirty again. */
+static int unprotect(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	struct vmp_page to = *p;
+	int ret;
+
+	to.flags &= (uint8_t)~PAGE_WP;
+	ret = remap(p, &to, fe);
+	if (ret)
+		return ret;
+	p->flags = to.flags;
+	return 1;
+}
+
+/*
+ * A fault on a page mapped readable in a read-only vma is a write to
+ * read-only memory, or a read that faulted just before another thread
+ * mapped the page.  Retry once; the same fault again on the same mapping of
+ * the page is the write, and declining it crashes the program as intended.
+ */
+static int ro_fault(const struct vmp_page *p, uintptr_t addr)
+{
+	if (tls.ro_addr == addr && tls.ro_page == p && tls.ro_gen == p->gen) {
+		tls.ro_addr = 0;
+		return 0;
+	}
+	tls.ro_addr = addr;
+	tls.ro_page = p;
+	tls.ro_gen = p->gen;
+	return 1;
+}
+
+/* Serve a fault at @addr (page @idx of @v).  ram->lock held (may be dropped
+ * and retaken).  1 served, 0 not ours to serve, <0 error in @fe. */
+static int serve(struct vmp_vma *v, uint64_t idx, uintptr_t addr, bool zero,
+		 struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = v->fh;
+	struct vmp_page *p = pagemap_get(&fh->pagemap, idx);
+	bool writable = v->prot & PROT_WRITE;
+
+	if ((fh->flags & VMP_OVERLAY) && !writable)
+		return 0; /* reads never fault there: a write to read-only */
+	if (!p)
+		return load_pages(v, idx, zero, fe);
+	switch (p->state) {
+	case PAGE_LOADING:
+		if (loading_here(fh, idx))
+			return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
+		page_wait(fh->ram, p);
+		return 1;
+	case PAGE_LOADED:
+		if (p->flags & PAGE_INACTIVE)
+			return reactivate(p, fe);
+		return writable ? make_dirty(p, fe) : ro_fault(p, addr);
+	case PAGE_DIRTY:
+		if (!writable)
+			return ro_fault(p, addr);
+		return (p->flags & PAGE_WP) ? unprotect(p, fe) : 1;
+	default:
+		vmp_assert(!"page state");
+		return 1;
+	}
+}
+
+static uint64_t page_of(const struct vmp_vma *v, uintptr_t addr)
+{
+	return v->pgoffset + ((addr - v->start) >> v->fh->pageshift);
+}
+
+/* --- the fault entry, errors and guards --- */
+
+/* Ask the handle's error handler; ram->lock held, dropped for the call. */
+static int ask_error_handler(struct vmp_fileh *fh, const struct vmp_fault_error *fe)
+{
+	vmp_fault_error_fn fn = fh->errfn;
+	void *arg = fh->errarg;
+	int answer;
+
+	if (!fn)
+		return VMP_FAULT_DEFAULT;
+	pthread_mutex_unlock(&fh->ram->lock);
+	answer = fn(fe, arg);
+	pthread_mutex_lock(&fh->ram->lock);
+	return answer;
+}
+
+static int fault_serve(void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	struct vmp_fault_error fe = { .addr = addr };
+	struct vmp_vma *v = vma_lookup_pin(a);
+	vmp_ram *ram;
+	bool zero = false;
+	int ret;
+
+	if (!v)
+		return 0;
+	if (check_fork(v->fh->ram->fork_gen) || tls.nserving == MAX_NEST)
+		return 0; /* cannot happen: the registry is emptied at fork */
+	ram = v->fh->ram;
+	tls.serving[tls.nserving++] = v;
+	fe.fh = v->fh;
+	fe.blk = page_of(v, a);
+	pthread_mutex_lock(&ram->lock);
+	ram->stats.faults++;
+	for (;;) {
+		ret = serve(v, fe.blk, a, zero, &fe);
+		if (ret >= 0 || zero)
+			break;
+		int answer = ask_error_handler(v->fh, &fe);
+		if (answer == VMP_FAULT_ZERO)
+			zero = true;
+		else if (answer != VMP_FAULT_RETRY)
+			break;
+	}
+	vma_unpin(v);
+	pthread_mutex_unlock(&ram->lock);
+	tls.nserving--;
+	if (ret >= 0)
+		return ret;
+	tls.last_error = fe;
+	/* a guard set at this loadblk nesting level abandons its function */
+	if (tls.guard && tls.guard->depth == tls.nloading) {
+		tls.guard->err = ret;
+		siglongjmp(tls.guard->env, 1);
+	}
+	return ret;
+}
+
+/* Append @s to the buffer at *pos (signal-safe formatting). */
+static void put_str(char *buf, size_t size, size_t *pos, const char *s)
+{
+	while (*s && *pos + 1 < size)
+		buf[(*pos)++] = *s++;
+	buf[*pos] = 0;
+}
+
+static void put_num(char *buf, size_t size, size_t *pos, uint64_t x, unsigned base)
+{
+	char tmp[24];
+	int n = 0;
+
+	do {
+		tmp[n++] = "0123456789abcdef"[x % base];
+		x /= base;
+	} while (x);
+	while (n > 0 && *pos + 1 < size)
+		buf[(*pos)++] = tmp[--n];
+	buf[*pos] = 0;
+}
+
+static const char *what_failed(enum vmp_fault_what what)
+{
+	switch (what) {
+	case VMP_FAULT_LOAD: return "load failed";
+	case VMP_FAULT_MEMLIMIT: return "memory limit reached with only dirty pages left";
+	case VMP_FAULT_MAPLIMIT: return "kernel mapping limit (vm.max_map_count) reached";
+	case VMP_FAULT_RECURSION: return "loadblk touched the page it is loading";
+	}
+	return "fault failed";
+}
+
+/* The default for a fault we cannot serve: one line, then SIGBUS with the
+ * address, as the kernel does for a failed read of a file mapping. */
+static void report_and_raise_sigbus(const struct vmp_fault_error *fe)
+{
+	char line[256];
+	size_t pos = 0;
+	const char *reason = strerrordesc_np(-fe->err);
+	struct sigaction sa;
+	siginfo_t si;
+	sigset_t bus;
+
+	put_str(line, sizeof(line), &pos, "vmpage: ");
+	put_str(line, sizeof(line), &pos, what_failed(fe->what));
+	put_str(line, sizeof(line), &pos, " (handle 0x");
+	put_num(line, sizeof(line), &pos, (uintptr_t)fe->fh, 16);
+	put_str(line, sizeof(line), &pos, ", block ");
+	put_num(line, sizeof(line), &pos, fe->blk, 10);
+	put_str(line, sizeof(line), &pos, "): ");
+	put_str(line, sizeof(line), &pos, reason ? reason : "unknown error");
+	put_str(line, sizeof(line), &pos, "\n");
+	(void)!write(STDERR_FILENO, line, pos);
+
+	/* like the kernel's forced signals: an ignored SIGBUS kills anyway */
+	if (sigaction(SIGBUS, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN) {
+		sa.sa_handler = SIG_DFL;
+		sigaction(SIGBUS, &sa, NULL);
+	}
+	memset(&si, 0, sizeof(si));
+	si.si_signo = SIGBUS;
+	si.si_code = BUS_ADRERR;
+	si.si_addr = fe->addr;
+	syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, &si);
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL); /* delivered here */
+}
+
+static int on_sigsegv(void *fault_address, int serious)
+{
+	int ret = fault_serve(fault_address);
+
+	if (ret >= 0)
+		return ret;
+	report_and_raise_sigbus(&tls.last_error);
+	return 1; /* a SIGBUS handler returned: retry, as the kernel would */
+}
+
+VMP_EXPORT int vmp_fault_handler_install(void)
+{
+	pthread_once(&bounce_key_once, bounce_key_init);
+	return sigsegv_install_handler(on_sigsegv) < 0 ? -ENOSYS : 0;
+}
+
+VMP_EXPORT int vmp_handle_fault(void *addr)
+{
+	return fault_serve(addr);
+}
+
+VMP_EXPORT int vmp_guard(int (*fn)(void *arg), void *arg)
+{
+	struct guard g;
+	int ret;
+
+	if (!fn)
+		return -EINVAL;
+	g.prev = tls.guard;
+	g.depth = tls.nloading;
+	g.err = 0;
+	if (sigsetjmp(g.env, 1)) {
+		tls.guard = g.prev;
+		return g.err;
+	}
+	tls.guard = &g;
+	ret = fn(arg);
+	tls.guard = g.prev;
+	return ret;
+}
+
+/* --- prefault --- */
+
+static bool prefault_done(const struct vmp_vma *v, const struct vmp_page *p,
+			  int write)
+{
+	if (v->fh->flags & VMP_OVERLAY)
+		return !write || (p && p->state == PAGE_DIRTY && !(p->flags & PAGE_WP));
+	if (!p || p->state == PAGE_LOADING)
+		return false;
+	if (write)
+		return p->state == PAGE_DIRTY && !(p->flags & PAGE_WP);
+	return p->state == PAGE_DIRTY || !(p->flags & PAGE_INACTIVE);
+}
+
+static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
+{
+	struct vmp_fileh *fh = v->fh;
+	uint64_t idx = page_of(v, a), last = page_of(v, a + len - 1);
+	struct vmp_fault_error fe;
+	int ret = 0;
+
+	for (; idx <= last && ret >= 0; idx++) {
+		uintptr_t pa = v->start + ((idx - v->pgoffset) << fh->pageshift);
+		while (!prefault_done(v, pagemap_get(&fh->pagemap, idx), write)) {
+			ret = serve(v, idx, pa, false, &fe);
+			if (ret <= 0) {
+				ret = ret ? ret : -EFAULT;
+				break;
+			}
+		}
+	}
+	return ret < 0 ? ret : 0;
+}
+
+VMP_EXPORT int vmp_prefault(const void *addr, size_t len, int write)
+{
+	uintptr_t a = (uintptr_t)addr;
+	struct vmp_vma *v;
+	vmp_ram *ram;
+	sigset_t saved, segv;
+	int ret;
+
+	if (!addr || !len || a + len < a)
+		return -EINVAL;
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	pthread_sigmask(SIG_BLOCK, &segv, &saved);
+	v = vma_lookup_pin(a);
+	if (!v) {
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+		return -EINVAL;
+	}
+	ram = v->fh->ram;
+	tls.serving[tls.nserving++] = v; /* nserving < MAX_NEST: API call */
+	pthread_mutex_lock(&ram->lock);
+	if (a + len > v->end || (write && !(v->prot & PROT_WRITE)))
+		ret = -EINVAL;
+	else
+		ret = prefault_range(v, a, len, write);
+	vma_unpin(v);
+	pthread_mutex_unlock(&ram->lock);
+	tls.nserving--;
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	return ret;
+}

@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * fileh.c: handles: open and close, and the change set: writeout, discard,
+ * invalidate.  Also the store reference counts behind ops->release.
+ *
+ * Writeout and concurrent writers: each dirty page is write-protected
+ * (PAGE_WP, mapped read-only) before its bytes are read for storeblk.  A
+ * write that lands afterwards faults, clears PAGE_WP and maps the page
+ * writable again; MARKSTORED then turns only the pages that still carry
+ * PAGE_WP clean, so a page written during the writeout stays dirty with its
+ * new bytes.  While a writeout stores pages (fh->writeout_busy, no lock
+ * held), discard and other writeouts of the handle wait for it, so the
+ * pages it holds stay put.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* What a page that is not there looks like to vma_class(). */
+const struct vmp_page page_absent = { .state = PAGE_GONE };
+
+/* --- store references: release(ctx) once the last handle closes --- */
+
+struct store_ref {
+	void (*release)(void *ctx);
+	void *ctx;
+	unsigned refs;
+	struct store_ref *next;
+};
+
+static pthread_mutex_t store_refs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct store_ref *store_refs;
+
+static struct store_ref **store_ref_find(const vmp_store *s)
+{
+	struct store_ref **r;
+
+	for (r = &store_refs; *r; r = &(*r)->next)
+		if ((*r)->ctx == s->ctx && (*r)->release == s->ops->release)
+			return r;
+	return r;
+}
+
+static int store_ref_get(const vmp_store *s)
+{
+	struct store_ref **r;
+	int ret = 0;
+
+	if (!s->ops->release)
+		return 0;
+	pthread_mutex_lock(&store_refs_lock);
+	r = store_ref_find(s);
+	if (!*r) {
+		*r = calloc(1, sizeof(**r));
+		if (*r) {
+			(*r)->release = s->ops->release;
+			(*r)->ctx = s->ctx;
+		}
+	}
+	if (*r)
+		(*r)->refs++;
+	else
+		ret = -ENOMEM;
+	pthread_mutex_unlock(&store_refs_lock);
+	return ret;
+}
+
+static void store_ref_put(const vmp_store *s)
+{
+	struct store_ref **r, *gone = NULL;
+
+	if (!s->ops->release)
+		return;
+	pthread_mutex_lock(&store_refs_lock);
+	r = store_ref_find(s);
+	if (*r && --(*r)->refs == 0) {
+		gone = *r;
+		*r = gone->next;
+	}
+	pthread_mutex_unlock(&store_refs_lock);
+	if (gone) {
+		gone->release(gone->ctx);
+		free(gone);
+	}
+}
+
+/* --- dropping pages --- */
+
+void page_drop(struct vmp_page *p)
+{
+	struct vmp_fileh *fh = p->fh;
+	vmp_ram *ram = fh->ram;
+	size_t ps = fh_pagesize(fh);
+
+	pagemap_remove(&fh->pagemap, p);
+	if (p->state == PAGE_LOADED) {
+		list_del(&p->link);
+		ram->nlru--;
+	} else if (p->state == PAGE_DIRTY) {
+		list_del(&p->link);
+		fh->ndirty--;
+		ram->dirty_bytes -= ps;
+	} /* LOADING pages are on no list */
+	ram_uncharge(ram, ps);
+	p->state = PAGE_GONE;
+	page_wake(ram, p);
+	if (!p->waiters)
+		page_free(ram, p);
+}
+
+static size_t same_state_run(struct vmp_page **pages, size_t i, size_t n)
+{
+	size_t j = i + 1;
+
+	while (j < n && pages[j]->index == pages[j - 1]->index + 1 &&
+	       pages[j]->state == pages[i]->state &&
+	       pages[j]->flags == pages[i]->flags)
+		j++;
+	return j - i;
+}
+
+int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+{
+	size_t i, j, len;
+	int ret;
+
+	for (i = 0; i < n; i += len) {
+		uint64_t idx = pages[i]->index;
+		len = same_state_run(pages, i, n);
+		ret = fh_remap_run(fh, idx, len, pages[i], &page_absent);
+		if (ret)
+			return ret;
+		(void)os_punch(fh->memfd, idx << fh->pageshift,
+			       (uint64_t)len << fh->pageshift);
+		for (j = i; j < i + len; j++)
+			page_drop(pages[j]);
+	}
+	return 0;
+}
+
+/* --- open / close --- */
+
+static bool valid_store(const vmp_store *s)
+{
+	return s && s->ops && s->ops->loadblk && s->blksize >= os_page_size &&
+	       (s->blksize & (s->blksize - 1)) == 0 &&
+	       s->blksize <= ((size_t)1 << 30);
+}
+
+static int open_base(struct vmp_fileh *fh)
+{
+	int fd = -1;
+	off_t off = 0;
+	int ret = fh->ops.base(fh->store.ctx, &fd, &off);
+
+	if (ret)
+		return ret < 0 ? ret : -EINVAL;
+	if (fd < 0 || off < 0 || ((uint64_t)off & (fh_pagesize(fh) - 1)))
+		return -EINVAL;
+	fh->base_fd = fd;
+	fh->base_off = (uint64_t)off;
+	return 0;
+}
+
+VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
+			      const vmp_store *store, unsigned flags)
+{
+	struct vmp_fileh *fh;
+	sigset_t saved;
+	int ret;
+
+	if ((ret = vmp_global_init()))
+		return ret;
+	if (!fhp || !ram || !valid_store(store))
+		return -EINVAL;
+	if ((flags & ~(unsigned)VMP_OVERLAY) ||
+	    ((flags & VMP_OVERLAY) && !store->ops->base))
+		return -EINVAL;
+	if ((ret = check_fork(ram->fork_gen)))
+		return ret;
+	fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return -ENOMEM;
+	fh->ram = ram;
+	fh->ops = *store->ops;
+	fh->store = *store;
+	fh->store.ops = &fh->ops;
+	fh->flags = flags;
+	fh->pageshift = (unsigned)__builtin_ctzll(store->blksize);
+	fh->base_fd = -1;
+	pagemap_init(&fh->pagemap);
+	list_init(&fh->dirty);
+	list_init(&fh->vmas);
+	if ((flags & VMP_OVERLAY) && (ret = open_base(fh)))
+		goto out_free;
+	fh->memfd = os_memfd_create("vmpage");
+	if (fh->memfd < 0) {
+		ret = fh->memfd;
+		goto out_free;
+	}
+	if ((ret = store_ref_get(&fh->store)))
+		goto out_close;
+
+	ram_lock_api(ram, &saved);
+	list_add_tail(&fh->ram_link, &ram->filehs);
+	ram->nfileh++;
+	ram_unlock_api(ram, &saved);
+	vmp_fault_handler_install();
+	*fhp = fh;
+	return 0;
+
+out_close:
+	close(fh->memfd);
+out_free:
+	free(fh);
+	return ret;
+}
+
+VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
+{
+	struct vmp_page **pages;
+	vmp_ram *ram;
+	sigset_t saved;
+	long n;
+	int ret;
+
+	if (!fh)
+		return -EINVAL;
+	ram = fh->ram;
+	if ((ret = check_fork(ram->fork_gen)))
+		return ret;
+	ram_lock_api(ram, &saved);
+	if (fh->nvma || fh->writeout_busy) {
+		ram_unlock_api(ram, &saved);
+		return -EBUSY;
+	}
+	/* no vma: no fault can be loading, every page just goes */
+	n = pagemap_collect(&fh->pagemap, 0, UINT64_MAX, &pages);
+	if (n < 0) {
+		ram_unlock_api(ram, &saved);
+		return (int)n;
+	}
+	fh_drop_pages(fh, pages, (size_t)n);
+	free(pages);
+	list_del(&fh->ram_link);
+	ram->nfileh--;
+	ram_unlock_api(ram, &saved);
+
+	pagemap_destroy(&fh->pagemap);
+	close(fh->memfd);
+	store_ref_put(&fh->store);
+	free(fh);
+	return 0;
+}
+
+VMP_EXPORT int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages)
+{
+	sigset_t saved;
+	int ret;
+
+	if (!fh || !npages)
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	ram_lock_api(fh->ram, &saved);
+	*npages = fh->ndirty;
+	ram_unlock_api(fh->ram, &saved);
+	return 0;
+}
+
+VMP_EXPORT int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
+					   void *arg)
+{
+	sigset_t saved;
+	int ret;
+
+	if (!fh)
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	ram_lock_api(fh->ram, &saved);
+	fh->errfn = fn;
+	fh->errarg = arg;
+	ram_unlock_api(fh->ram, &saved);
+	return 0;
+}
+
+/* --- the change set --- */
+
+/* Wait for a writeout of @fh in another thread.  ram->lock held. */
+static void writeout_wait(struct vmp_fileh *fh)
+{
+	while (fh->writeout_busy)
+		pthread_cond_wait(&fh->ram->writeout_cond, &fh->ram->lock);
+}
+
+/* The dirty pages of @fh sorted by index (malloc'ed), or -ENOMEM. */
+static long collect_dirty(struct vmp_fileh *fh, struct vmp_page ***pagesp)
+{
+	struct vmp_page **pages, *p;
+	long n = 0;
+
+	*pagesp = NULL;
+	if (!fh->ndirty)
+		return 0;
+	pages = malloc(fh->ndirty * sizeof(*pages));
+	if (!pages)
+		return -ENOMEM;
+	list_for_each_entry(p, &fh->dirty, link)
+		pages[n++] = p;
+	qsort(pages, (size_t)n, sizeof(*pages), page_cmp_index);
+	*pagesp = pages;
+	return n;
+}
+
+/* Write-protect dirty pages (PAGE_WP) in runs. */
+static int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+{
+	size_t i, j, len;
+
+	for (i = 0; i < n; i += len) {
+		struct vmp_page to = *pages[i];
+		len = same_state_run(pages, i, n);
+		if (pages[i]->flags & PAGE_WP)
+			continue;
+		to.flags |= PAGE_WP;
+		int ret = fh_remap_run(fh, pages[i]->index, len, pages[i], &to);
+		if (ret)
+			return ret;
+		for (j = i; j < i + len; j++)
+			pages[j]->flags |= PAGE_WP;
+	}
+	return 0;
+}
+
+/* Call storeblk for each page; no lock held (pages pinned by
+ * writeout_busy).  Bytes come from the memfd, not from a mapping. */
+static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+{
+	const vmp_store_ops *ops = &fh->ops;
+	void *ctx = fh->store.ctx;
+	size_t ps = fh_pagesize(fh);
+	void *buf = malloc(ps);
+	int ret;
+	size_t i;
+
+	if (!buf)
+		return -ENOMEM;
+	ret = ops->writeout_begin ? ops->writeout_begin(ctx) : 0;
+	for (i = 0; i < n && !ret; i++) {
+		ret = os_pread_zerofill(fh->memfd, buf, ps,
+					pages[i]->index << fh->pageshift);
+		if (!ret)
+			ret = ops->storeblk(ctx, pages[i]->index, buf);
+	}
+	if (!ret && ops->writeout_commit)
+		ret = ops->writeout_commit(ctx);
+	else if (ret && i > 0 && ops->writeout_abort)
+		ops->writeout_abort(ctx);
+	free(buf);
+	return ret > 0 ? -EIO : ret;
+}
+
+/* Pages still write-protected were not written since: they are clean now. */
+static int mark_stored(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+{
+	vmp_ram *ram = fh->ram;
+	size_t ps = fh_pagesize(fh), i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		struct vmp_page *p = pages[i];
+		if (p->state != PAGE_DIRTY || !(p->flags & PAGE_WP))
+			continue;
+		if (fh->flags & VMP_OVERLAY) {
+			pages[k++] = p; /* clean overlay pages are the file's */
+			continue;
+		}
+		/* DIRTY+WP and LOADED show the same: no mprotect needed */
+		list_del(&p->link);
+		fh->ndirty--;
+		ram->dirty_bytes -= ps;
+		p->state = PAGE_LOADED;
+		p->flags = 0;
+		list_add(&p->link, &ram->lru);
+		ram->nlru++;
+	}
+	return k ? fh_drop_pages(fh, pages, k) : 0;
+}
+
+VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
+{
+	struct vmp_page **pages = NULL;
+	sigset_t saved;
+	long n;
+	int ret;
+
+	if (!fh || !flags ||
+	    (flags & ~(unsigned)(VMP_WRITEOUT_STORE | VMP_WRITEOUT_MARKSTORED)))
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	if ((flags & VMP_WRITEOUT_STORE) && !fh->ops.storeblk)
+		return -EROFS;
+
+	ram_lock_api(fh->ram, &saved);
+	writeout_wait(fh);
+	n = collect_dirty(fh, &pages);
+	if (n <= 0) {
+		ret = (int)n;
+		goto out_unlock;
+	}
+	if ((ret = write_protect(fh, pages, (size_t)n)))
+		goto out_unlock;
+	if (flags & VMP_WRITEOUT_STORE) {
+		fh->writeout_busy = true;
+		ram_unlock_api(fh->ram, &saved);
+		ret = store_pages(fh, pages, (size_t)n);
+		ram_lock_api(fh->ram, &saved);
+		fh->writeout_busy = false;
+		pthread_cond_broadcast(&fh->ram->writeout_cond);
+	}
+	if (!ret && (flags & VMP_WRITEOUT_MARKSTORED))
+		ret = mark_stored(fh, pages, (size_t)n);
+out_unlock:
+	ram_unlock_api(fh->ram, &saved);
+	free(pages);
+	return ret;
+}
+
+VMP_EXPORT int vmp_discard(vmp_fileh *fh)
+{
+	struct vmp_page **pages;
+	sigset_t saved;
+	long n;
+	int ret;
+
+	if (!fh)
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	ram_lock_api(fh->ram, &saved);
+	writeout_wait(fh);
+	n = collect_dirty(fh, &pages);
+	ret = n < 0 ? (int)n : fh_drop_pages(fh, pages, (size_t)n);
+	ram_unlock_api(fh->ram, &saved);
+	free(pages);
+	return ret;
+}
+
+VMP_EXPORT int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen)
+{
+	struct vmp_page **pages;
+	sigset_t saved;
+	long n, i, k = 0;
+	int ret;
+
+	if (!fh || pglen == 0 || pgoffset + pglen < pgoffset)
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	ram_lock_api(fh->ram, &saved);
+	n = pagemap_collect(&fh->pagemap, pgoffset, pgoffset + pglen, &pages);
+	for (i = 0; i < n; i++) {
+		if (pages[i]->state == PAGE_LOADING)
+			pages[i]->flags |= PAGE_INVALIDATED;
+		else if (pages[i]->state == PAGE_LOADED)
+			pages[k++] = pages[i];
+	}
+	ret = n < 0 ? (int)n : fh_drop_pages(fh, pages, (size_t)k);
+	ram_unlock_api(fh->ram, &saved);
+	free(pages);
+	return ret;
+}

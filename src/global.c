@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * global.c: process-wide state: one-time initialisation, fork() handling,
+ * the version, and the helpers that lock with SIGSEGV blocked.
+ *
+ * fork(): mappings are MADV_DONTFORK, so the child has none.  The child gets
+ * a new vmp_fork_gen, which makes every object created before the fork
+ * answer -ECHILD there (its locks may be held by threads that do not exist
+ * in the child, and its memfds are shared with the parent: using them would
+ * corrupt the parent).  The address registry is emptied in the child.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+unsigned vmp_fork_gen;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_error;
+
+static void fork_child(void)
+{
+	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
+	registry_fork_child();
+}
+
+static void init_global(void)
+{
+	long budget;
+
+	init_error = os_init();
+	if (init_error)
+		return;
+	/* Leave an eighth of the kernel's mapping limit, and what the program
+	 * uses now, to the rest of the program. */
+	budget = os_max_map_count() / 8 * 7 - os_count_maps();
+	vmp_kvma_budget = budget > 64 ? budget : 64;
+	if (pthread_atfork(registry_fork_prepare, registry_fork_parent,
+			   fork_child))
+		init_error = -ENOMEM;
+}
+
+int vmp_global_init(void)
+{
+	pthread_once(&init_once, init_global);
+	return init_error;
+}
+
+void vmp_internal_bug(const char *file, int line, const char *cond)
+{
+	char buf[256];
+	int n = snprintf(buf, sizeof(buf),
+			 "vmpage: internal bug: %s:%d: %s\n", file, line, cond);
+
+	if (n > 0)
+		(void)!write(STDERR_FILENO, buf, (size_t)n);
+	abort();
+}
+
+void ram_lock_api(vmp_ram *ram, sigset_t *saved)
+{
+	sigset_t segv;
+
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	pthread_sigmask(SIG_BLOCK, &segv, saved);
+	pthread_mutex_lock(&ram->lock);
+}
+
+void ram_unlock_api(vmp_ram *ram, const sigset_t *saved)
+{
+	pthread_mutex_unlock(&ram->lock);
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+VMP_EXPORT const char *vmp_version(void)
+{
+	return VMP_VERSION_STRING;
+}

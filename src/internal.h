@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * internal.h: the library's objects, their invariants and the locking rules.
+ *
+ * Objects (see DESIGN.md):
+ *   vmp_ram    a memory budget; owns the LRU of clean pages and THE lock that
+ *              guards the page state of every handle charged to it.
+ *   vmp_fileh  one open view of a store: pagemap, dirty list, memfd, mappings.
+ *   vmp_vma    one mapping: an address range reserved PROT_NONE over the
+ *              handle's memfd (page i of the store at memfd offset i*pagesize).
+ *   vmp_page   one resident (or loading) page of a handle.
+ *
+ * Lock order (outer first):
+ *   registry.lock (rwlock, vma.c)  ->  ram->lock  ->  store_refs lock
+ * No library lock is held while a store callback runs or while page bytes
+ * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
+ * block SIGSEGV while they hold a lock, so a stray fault there kills the
+ * program at once instead of deadlocking in the handler; the fault handler
+ * runs with SIGSEGV blocked (libsigsegv) except around loadblk.
+ *
+ * Mapping invariant (what every vma shows, derived from page state, see
+ * vma_class()): in each vma of a handle covering page p,
+ *   p absent, LOADING or INACTIVE    -> PROT_NONE
+ *   p LOADED                         -> PROT_READ
+ *   p DIRTY and the vma is writable  -> PROT_READ|PROT_WRITE
+ *                                       (PROT_READ while write-protected for
+ *                                        a writeout: PAGE_WP)
+ *   p DIRTY, read-only vma           -> PROT_READ
+ * Every state change updates all vmas of the handle before the lock is
+ * dropped.  Because of it, a fault on a page that is mapped readable in a
+ * writable vma is a write.
+ */
+#ifndef VMP_INTERNAL_H
+#define VMP_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmpage.h"
+#include "os.h"
+#include "pagemap.h"
+#include "util.h"
+
+enum page_state {
+	PAGE_GONE = 0,    /* dropped; kept only for waiters (page_wait) */
+	PAGE_LOADING = 1, /* a thread is in loadblk for it; mapped nowhere */
+	PAGE_LOADED,      /* clean; on ram->lru */
+	PAGE_DIRTY,       /* changed; on fh->dirty; never reclaimed */
+};
+
+enum page_flags {
+	PAGE_INACTIVE = 1u << 0,    /* LOADED, protected NONE by the clock
+				       sweep to see whether it is used again */
+	PAGE_INVALIDATED = 1u << 1, /* LOADING: throw the result away */
+	PAGE_WP = 1u << 2,          /* DIRTY, write-protected for a writeout
+				       and not written since */
+	PAGE_ZERO = 1u << 3,        /* LOADED with zeros by VMP_FAULT_ZERO */
+};
+
+/*
+ * struct vmp_page: 40 bytes per resident page (plus ~16 in the pagemap).
+ * All fields but index and fh are protected by fh->ram->lock.
+ */
+struct vmp_page {
+	uint64_t index;       /* page index in the store (const) */
+	struct vmp_fileh *fh; /* owner (const) */
+	struct vmp_list link; /* LOADED: on ram->lru; DIRTY: on fh->dirty;
+				 LOADING: on nothing */
+	uint32_t gen;         /* bumped each time the page is (re)mapped */
+	uint8_t state;        /* enum page_state */
+	uint8_t flags;        /* enum page_flags */
+	uint16_t waiters;     /* threads waiting for LOADING to end */
+};
+
+/* Hashed condition variables for "page no longer LOADING". */
+#define RAM_NWAIT 16
+
+/*
+ * struct vmp_ram.  Invariants, under ->lock:
+ *   used_bytes  == sum over its handles' pages (any state) of pagesize
+ *   dirty_bytes == sum over DIRTY pages of pagesize
+ *   limit_bytes == 0 || used_bytes <= max(limit_bytes, one page)
+ *   lru holds exactly the LOADED pages, most recently used first.
+ */
+struct vmp_ram {
+	pthread_mutex_t lock;
+	pthread_cond_t page_cond[RAM_NWAIT]; /* see page_wait() */
+	pthread_cond_t unmap_cond;           /* vma->inflight reached 0 */
+	pthread_cond_t writeout_cond;        /* fh->writeout_busy cleared */
+	uint64_t limit_bytes;                /* const; 0 = unlimited */
+	uint64_t used_bytes;
+	uint64_t dirty_bytes;
+	struct vmp_list lru;    /* LOADED pages via page->link */
+	uint64_t nlru;
+	struct vmp_list filehs; /* via fh->ram_link */
+	unsigned nfileh;
+	struct vmp_stats stats; /* counters; limit/resident/dirty filled on read */
+	struct vmp_list pool_free;  /* free struct vmp_page slots */
+	void *pool_chunks;          /* chunk list, see page_alloc() */
+	uint64_t pool_bytes;
+	unsigned fork_gen;          /* const: vmp_fork_gen at creation */
+};
+
+/*
+ * struct vmp_fileh.  All mutable fields under ram->lock.
+ *   ndirty == length of dirty list
+ *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned)
+ */
+struct vmp_fileh {
+	vmp_ram *ram;             /* const */
+	vmp_store store;          /* const copy; store.ops points to ops */
+	vmp_store_ops ops;        /* const copy */
+	unsigned flags;           /* const: VMP_OVERLAY */
+	unsigned pageshift;       /* const: log2(store.blksize) */
+	int memfd;                /* const: page i at offset i << pageshift */
+	int base_fd;              /* const, VMP_OVERLAY: the store's file */
+	uint64_t base_off;        /* const, VMP_OVERLAY: offset of block 0 */
+	uint64_t memfd_size;      /* grown by vmp_mmap */
+	struct vmp_pagemap pagemap;
+	struct vmp_list dirty;    /* DIRTY pages via page->link */
+	uint64_t ndirty;
+	struct vmp_list vmas;     /* via vma->fh_link */
+	unsigned nvma;
+	bool writeout_busy;
+	vmp_fault_error_fn errfn;
+	void *errarg;
+	struct vmp_list ram_link; /* on ram->filehs */
+};
+
+/* struct vmp_vma.  start/end/pgoffset/npages/fh/prot are const. */
+struct vmp_vma {
+	uintptr_t start, end;     /* reserved address range */
+	uint64_t pgoffset;        /* first page index shown */
+	uint64_t npages;
+	struct vmp_fileh *fh;
+	int prot;                 /* PROT_READ or PROT_READ|PROT_WRITE */
+	struct vmp_list fh_link;  /* on fh->vmas; ram->lock */
+	unsigned inflight;        /* faults past lookup; ram->lock (atomic inc) */
+	long kvmas;               /* its kernel VMAs, see vma.c; ram->lock */
+	uint64_t ra_next;         /* read-ahead: index a sequential reader
+				     faults on next; ram->lock */
+	uint32_t ra_window;       /* read-ahead: pages loaded at the last
+				     sequential fault; ram->lock */
+};
+
+/* Protection classes a page can show in a vma. */
+enum vma_class { CLASS_NONE, CLASS_R, CLASS_RW, CLASS_BASE };
+
+/* --- globals, fork ------------------------------------------------------ */
+extern unsigned vmp_fork_gen; /* bumped in the child after fork() */
+int vmp_global_init(void);    /* once; os, fork hooks, map budget */
+/* 0, or -ECHILD if @gen is from before a fork (we are the child). */
+static inline int check_fork(unsigned gen)
+{
+	return likely(gen == __atomic_load_n(&vmp_fork_gen, __ATOMIC_RELAXED))
+		       ? 0
+		       : -ECHILD;
+}
+
+/* Lock @ram with SIGSEGV blocked (public calls). */
+void ram_lock_api(vmp_ram *ram, sigset_t *saved);
+void ram_unlock_api(vmp_ram *ram, const sigset_t *saved);
+
+static inline size_t fh_pagesize(const struct vmp_fileh *fh)
+{
+	return (size_t)1 << fh->pageshift;
+}
+
+/* --- ram.c -------------------------------------------------------------- */
+struct vmp_page *page_alloc(vmp_ram *ram, struct vmp_fileh *fh, uint64_t idx);
+void page_free(vmp_ram *ram, struct vmp_page *page);
+/* Make room for @bytes more resident bytes and @kvmas more kernel VMAs,
+ * reclaiming clean pages as needed, then charge @bytes.  -ENOMEM when the
+ * budget holds only dirty pages (*what says which budget). */
+int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
+	       enum vmp_fault_what *what);
+void ram_uncharge(vmp_ram *ram, uint64_t bytes);
+/* Drop at least @bytes of clean pages if there are (clock sweep). */
+void ram_reclaim_locked(vmp_ram *ram, uint64_t bytes);
+/* Wait until @page is no longer LOADING (drops and retakes ram->lock). */
+void page_wait(vmp_ram *ram, struct vmp_page *page);
+void page_wake(vmp_ram *ram, struct vmp_page *page);
+
+/* --- vma.c -------------------------------------------------------------- */
+enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p);
+/* Show pages [idx, idx+n) of fh, which all share one state, as @to in every
+ * vma (for page state @to_page: a page with the new state/flags, used to
+ * derive each vma's class).  Returns 0 or -errno (nothing changed in the
+ * vma that failed; earlier vmas are rolled back). */
+int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+		 const struct vmp_page *from, const struct vmp_page *to);
+/* Same for a single page moving from its current state to @to. */
+int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
+		  const struct vmp_page *to);
+/* Kernel VMAs the remap would add (may be negative). */
+long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+		   const struct vmp_page *from, const struct vmp_page *to);
+/* Find the vma holding @addr and pin it (vma->inflight++). */
+struct vmp_vma *vma_lookup_pin(uintptr_t addr);
+void vma_unpin(struct vmp_vma *v); /* ram->lock held */
+extern long vmp_kvma_used;   /* kernel VMAs our vmas take now (atomic) */
+extern long vmp_kvma_budget; /* const after init: how many they may take */
+void registry_fork_prepare(void);
+void registry_fork_parent(void);
+void registry_fork_child(void);
+
+/* --- fileh.c ------------------------------------------------------------ */
+/* Forget a page whose vmas no longer show it: pagemap, lists, accounting.
+ * The caller punches its memory. */
+void page_drop(struct vmp_page *p);
+/* Drop the pages[0..n) (sorted by index, any state but LOADING): unmap them
+ * from every vma, punch their memory, forget them.  Runs of neighbours
+ * with equal state take one mprotect and one fallocate each. */
+int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
+
+/* --- fileh.c / fault.c -------------------------------------------------- */
+extern const struct vmp_page page_absent; /* how a missing page shows */
+/* True if this thread is serving a fault on the vma starting at @start. */
+bool fault_in_progress_on(uintptr_t start);
+
+#endif /* VMP_INTERNAL_H */

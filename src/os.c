@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * os.c: thin wrappers over the kernel's memory calls; see os.h for the
+ * contract.  Each converts errno into a negative return and leaves errno as
+ * it was, because the fault handler must not change the interrupted code's
+ * errno.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "os.h"
+#include "util.h"
+
+size_t os_page_size;
+
+int os_init(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (ps <= 0)
+		return -EINVAL;
+	os_page_size = (size_t)ps;
+	return 0;
+}
+
+/* Run a system call expression; on failure return -errno, keeping errno. */
+#define OS_CALL(expr)                                                          \
+	do {                                                                   \
+		int saved_errno_ = errno;                                      \
+		int ret_ = 0;                                                  \
+		if ((expr) < 0)                                                \
+			ret_ = -errno;                                         \
+		errno = saved_errno_;                                          \
+		return ret_;                                                   \
+	} while (0)
+
+int os_memfd_create(const char *name)
+{
+	int saved = errno;
+	int fd = memfd_create(name, MFD_CLOEXEC);
+
+	if (fd < 0)
+		fd = -errno;
+	errno = saved;
+	return fd;
+}
+
+int os_resize(int fd, uint64_t size)
+{
+	OS_CALL(ftruncate(fd, (off_t)size));
+}
+
+int os_reserve(int fd, uint64_t off, size_t len, void **addrp)
+{
+	int saved = errno;
+	void *p = mmap(NULL, len, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd,
+		       (off_t)off);
+	int ret = 0;
+
+	if (p == MAP_FAILED) {
+		ret = -errno;
+	} else if (madvise(p, len, MADV_DONTFORK) < 0) {
+		ret = -errno;
+		munmap(p, len);
+	} else {
+		*addrp = p;
+	}
+	errno = saved;
+	return ret;
+}
+
+int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)
+{
+	int saved = errno;
+	int ret = 0;
+
+	if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd,
+		 (off_t)off) == MAP_FAILED)
+		ret = -errno;
+	else if (madvise(addr, len, MADV_DONTFORK) < 0)
+		ret = -errno;
+	errno = saved;
+	return ret;
+}
+
+int os_unmap(void *addr, size_t len)
+{
+	OS_CALL(munmap(addr, len));
+}
+
+int os_protect(void *addr, size_t len, int prot)
+{
+	OS_CALL(mprotect(addr, len, prot));
+}
+
+int os_punch(int fd, uint64_t off, uint64_t len)
+{
+	OS_CALL(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			  (off_t)off, (off_t)len));
+}
+
+int os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	int saved = errno;
+	int ret = 0;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : -EIO;
+			break;
+		}
+		buf = (const char *)buf + n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	errno = saved;
+	return ret;
+}
+
+int os_pread_zerofill(int fd, void *buf, size_t len, uint64_t off)
+{
+	int saved = errno;
+	int ret = 0;
+
+	while (len > 0) {
+		ssize_t n = pread(fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		if (n == 0) {
+			memset(buf, 0, len);
+			break;
+		}
+		buf = (char *)buf + n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	errno = saved;
+	return ret;
+}
+
+void *os_alloc(size_t len)
+{
+	int saved = errno;
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	errno = saved;
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void os_free(void *addr, size_t len)
+{
+	int saved = errno;
+
+	if (addr)
+		munmap(addr, len);
+	errno = saved;
+}
+
+long os_max_map_count(void)
+{
+	long n = 65530; /* the kernel's default */
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+
+	if (f) {
+		if (fscanf(f, "%ld", &n) != 1)
+			n = 65530;
+		fclose(f);
+	}
+	return n;
+}
+
+long os_count_maps(void)
+{
+	long n = 0;
+	int c;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	if (!f)
+		return 0;
+	while ((c = getc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}

@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * ram.c: the memory budget: limit and accounting, the page allocator, the
+ * LRU of clean pages and its reclaim, and the waiting for loads.
+ *
+ * Recency without a fault per access: a loaded page is mapped readable and
+ * its accesses are invisible to us.  Reclaim therefore runs a clock over
+ * ram->lru (most recent first): a page at the tail that is still mapped
+ * (active) is protected PROT_NONE and moved to the head, keeping its memory
+ * (PAGE_INACTIVE); touching it again costs one minor fault that maps it
+ * back and moves it to the head.  A page that reaches the tail inactive has
+ * not been touched for a whole lap and is dropped.  So a hot set survives a
+ * stream of cold pages, each cold page costs one extra mprotect (batched
+ * over runs of neighbours), and hot pages one fault per lap.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define POOL_CHUNK (64 * 1024)
+#define RECLAIM_BATCH 64
+
+/* --- the page allocator: fixed-size slots carved from mmap'ed chunks,
+ *     because the fault handler allocates and must not call malloc --- */
+
+struct pool_chunk {
+	struct pool_chunk *next;
+};
+
+struct vmp_page *page_alloc(vmp_ram *ram, struct vmp_fileh *fh, uint64_t idx)
+{
+	struct vmp_page *p;
+
+	if (list_empty(&ram->pool_free)) {
+		struct pool_chunk *c = os_alloc(POOL_CHUNK);
+		char *slot;
+		if (!c)
+			return NULL;
+		c->next = ram->pool_chunks;
+		ram->pool_chunks = c;
+		ram->pool_bytes += POOL_CHUNK;
+		for (slot = (char *)(c + 1);
+		     slot + sizeof(*p) <= (char *)c + POOL_CHUNK;
+		     slot += sizeof(*p))
+			list_add_tail(&((struct vmp_page *)slot)->link,
+				      &ram->pool_free);
+	}
+	p = list_entry(ram->pool_free.next, struct vmp_page, link);
+	list_del(&p->link);
+	memset(p, 0, sizeof(*p));
+	list_init(&p->link);
+	p->index = idx;
+	p->fh = fh;
+	return p;
+}
+
+void page_free(vmp_ram *ram, struct vmp_page *page)
+{
+	vmp_assert(page->waiters == 0);
+	list_add(&page->link, &ram->pool_free);
+}
+
+static void pool_destroy(vmp_ram *ram)
+{
+	struct pool_chunk *c = ram->pool_chunks;
+
+	while (c) {
+		struct pool_chunk *next = c->next;
+		os_free(c, POOL_CHUNK);
+		c = next;
+	}
+}
+
+/* --- waiting for a page being loaded by another thread --- */
+
+static pthread_cond_t *page_cond(vmp_ram *ram, const struct vmp_page *page)
+{
+	return &ram->page_cond[((uintptr_t)page / sizeof(*page)) % RAM_NWAIT];
+}
+
+void page_wait(vmp_ram *ram, struct vmp_page *page)
+{
+	page->waiters++;
+	while (page->state == PAGE_LOADING)
+		pthread_cond_wait(page_cond(ram, page), &ram->lock);
+	page->waiters--;
+	/* the loader gave up on it and left the freeing to the last waiter */
+	if (page->state == PAGE_GONE && page->waiters == 0)
+		page_free(ram, page);
+}
+
+void page_wake(vmp_ram *ram, struct vmp_page *page)
+{
+	if (page->waiters)
+		pthread_cond_broadcast(page_cond(ram, page));
+}
+
+/* --- reclaim: the clock sweep described at the top --- */
+
+static int cmp_fh_index(const void *a, const void *b)
+{
+	const struct vmp_page *x = *(struct vmp_page *const *)a;
+	const struct vmp_page *y = *(struct vmp_page *const *)b;
+
+	if (x->fh != y->fh)
+		return (uintptr_t)x->fh < (uintptr_t)y->fh ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Length of the run of pages[i..] of one handle with consecutive indices. */
+static size_t run_length(struct vmp_page **pages, size_t i, size_t n)
+{
+	size_t j = i + 1;
+
+	while (j < n && pages[j]->fh == pages[i]->fh &&
+	       pages[j]->index == pages[j - 1]->index + 1)
+		j++;
+	return j - i;
+}
+
+/* Protect active pages NONE, in runs; a run the kernel refuses goes to the
+ * head unchanged (it will be tried again next lap). */
+static void deactivate(vmp_ram *ram, struct vmp_page **pages, size_t n)
+{
+	size_t i, j, len;
+
+	qsort(pages, n, sizeof(*pages), cmp_fh_index);
+	for (i = 0; i < n; i += len) {
+		struct vmp_page to = *pages[i];
+		len = run_length(pages, i, n);
+		to.flags |= PAGE_INACTIVE;
+		int ret = fh_remap_run(pages[i]->fh, pages[i]->index, len,
+				       pages[i], &to);
+		for (j = i; j < i + len; j++) {
+			if (!ret)
+				pages[j]->flags |= PAGE_INACTIVE;
+			list_move(&pages[j]->link, &ram->lru);
+		}
+	}
+}
+
+/* Drop inactive pages (already PROT_NONE everywhere). */
+static uint64_t drop_inactive(vmp_ram *ram, struct vmp_page **pages, size_t n)
+{
+	uint64_t freed = 0;
+	size_t i, len;
+
+	qsort(pages, n, sizeof(*pages), cmp_fh_index);
+	for (i = 0; i < n; i += len) {
+		len = run_length(pages, i, n);
+		freed += (uint64_t)len << pages[i]->fh->pageshift;
+		fh_drop_pages(pages[i]->fh, pages + i, len);
+	}
+	ram->stats.reclaimed_pages += n;
+	return freed;
+}
+
+static bool over_kvma(long want)
+{
+	return want && __atomic_load_n(&vmp_kvma_used, __ATOMIC_RELAXED) + want >
+			       vmp_kvma_budget;
+}
+
+/*
+ * One clock sweep: free @bytes of memory and/or bring the kernel VMA count
+ * down so that @kvmas more fit.  Visits each page at most twice.
+ */
+static uint64_t clock_sweep(vmp_ram *ram, uint64_t bytes, long kvmas)
+{
+	struct vmp_page *active[RECLAIM_BATCH], *inactive[RECLAIM_BATCH];
+	uint64_t freed = 0, budget = 2 * ram->nlru + RECLAIM_BATCH;
+
+	while ((freed < bytes || over_kvma(kvmas)) && ram->nlru && budget) {
+		size_t na = 0, ni = 0;
+		struct vmp_list *pos = ram->lru.prev;
+
+		while (pos != &ram->lru && na < RECLAIM_BATCH &&
+		       ni < RECLAIM_BATCH && budget) {
+			struct vmp_page *p = list_entry(pos, struct vmp_page, link);
+			pos = pos->prev;
+			budget--;
+			if (!(p->flags & PAGE_INACTIVE))
+				active[na++] = p;
+			else if (freed < bytes)
+				inactive[ni++] = p;
+			else
+				list_move(&p->link, &ram->lru);
+		}
+		if (na)
+			deactivate(ram, active, na);
+		if (ni)
+			freed += drop_inactive(ram, inactive, ni);
+	}
+	return freed;
+}
+
+void ram_reclaim_locked(vmp_ram *ram, uint64_t bytes)
+{
+	clock_sweep(ram, bytes, 0);
+}
+
+int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
+	       enum vmp_fault_what *what)
+{
+	uint64_t limit = ram->limit_bytes;
+
+	if (limit && ram->used_bytes + bytes > limit && ram->used_bytes) {
+		uint64_t need = ram->used_bytes + bytes - limit;
+		/* reclaim in batches: a 32th of the limit at least */
+		uint64_t batch = limit / 32;
+		clock_sweep(ram, need > batch ? need : batch, 0);
+		if (ram->used_bytes + bytes > limit && ram->used_bytes) {
+			*what = VMP_FAULT_MEMLIMIT;
+			return -ENOMEM;
+		}
+	}
+	if (over_kvma(kvmas)) {
+		clock_sweep(ram, 0, kvmas);
+		if (over_kvma(kvmas)) {
+			*what = VMP_FAULT_MAPLIMIT;
+			return -ENOMEM;
+		}
+	}
+	ram->used_bytes += bytes;
+	if (ram->used_bytes > ram->stats.peak_resident_bytes)
+		ram->stats.peak_resident_bytes = ram->used_bytes;
+	return 0;
+}
+
+void ram_uncharge(vmp_ram *ram, uint64_t bytes)
+{
+	vmp_assert(ram->used_bytes >= bytes);
+	ram->used_bytes -= bytes;
+}
+
+/* --- public calls --- */
+
+/* Parse "64m", "2g", "512k", "4096" (case-insensitive, optional 'b'). */
+static int parse_memlimit(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (tolower((unsigned char)*end)) {
+	case 'k': shift = 10; end++; break;
+	case 'm': shift = 20; end++; break;
+	case 'g': shift = 30; end++; break;
+	case 't': shift = 40; end++; break;
+	default: break;
+	}
+	if (shift && tolower((unsigned char)*end) == 'b')
+		end++;
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end || (v << shift) >> shift != v)
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int limit_from_env(uint64_t *limit)
+{
+	const char *s = getenv("VMPAGE_MEMLIMIT");
+
+	*limit = 0;
+	if (!s || !*s)
+		return 0;
+	if (parse_memlimit(s, limit) < 0) {
+		fprintf(stderr,
+			"vmpage: client bug: VMPAGE_MEMLIMIT=\"%s\" is not a size "
+			"(use bytes or a k/m/g suffix, e.g. 512m)\n", s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
+{
+	vmp_ram *ram;
+	uint64_t limit = limit_bytes;
+	int ret, i;
+
+	if (!ramp)
+		return -EINVAL;
+	ret = vmp_global_init();
+	if (ret)
+		return ret;
+	if (!limit && (ret = limit_from_env(&limit)))
+		return ret;
+	ram = calloc(1, sizeof(*ram));
+	if (!ram)
+		return -ENOMEM;
+	pthread_mutex_init(&ram->lock, NULL);
+	for (i = 0; i < RAM_NWAIT; i++)
+		pthread_cond_init(&ram->page_cond[i], NULL);
+	pthread_cond_init(&ram->unmap_cond, NULL);
+	pthread_cond_init(&ram->writeout_cond, NULL);
+	ram->limit_bytes = limit;
+	list_init(&ram->lru);
+	list_init(&ram->filehs);
+	list_init(&ram->pool_free);
+	ram->fork_gen = vmp_fork_gen;
+	vmp_fault_handler_install();
+	*ramp = ram;
+	return 0;
+}
+
+VMP_EXPORT int vmp_ram_free(vmp_ram *ram)
+{
+	sigset_t saved;
+	int ret, i;
+
+	if (!ram)
+		return -EINVAL;
+	if ((ret = check_fork(ram->fork_gen)))
+		return ret;
+	ram_lock_api(ram, &saved);
+	ret = ram->nfileh ? -EBUSY : 0;
+	ram_unlock_api(ram, &saved);
+	if (ret)
+		return ret;
+	pool_destroy(ram);
+	for (i = 0; i < RAM_NWAIT; i++)
+		pthread_cond_destroy(&ram->page_cond[i]);
+	pthread_cond_destroy(&ram->unmap_cond);
+	pthread_cond_destroy(&ram->writeout_cond);
+	pthread_mutex_destroy(&ram->lock);
+	free(ram);
+	return 0;
+}
+
+VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
+{
+	sigset_t saved;
+	int ret;
+
+	if (!ram)
+		return -EINVAL;
+	if ((ret = check_fork(ram->fork_gen)))
+		return ret;
+	ram_lock_api(ram, &saved);
+	ram_reclaim_locked(ram, bytes);
+	ram_unlock_api(ram, &saved);
+	return 0;
+}
+
+VMP_EXPORT int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st)
+{
+	struct vmp_fileh *fh;
+	sigset_t saved;
+	int ret;
+
+	if (!ram || !st)
+		return -EINVAL;
+	if ((ret = check_fork(ram->fork_gen)))
+		return ret;
+	ram_lock_api(ram, &saved);
+	*st = ram->stats;
+	st->limit_bytes = ram->limit_bytes;
+	st->resident_bytes = ram->used_bytes;
+	st->dirty_bytes = ram->dirty_bytes;
+	st->metadata_bytes = ram->pool_bytes;
+	list_for_each_entry(fh, &ram->filehs, ram_link)
+		st->metadata_bytes += pagemap_bytes(&fh->pagemap);
+	ram_unlock_api(ram, &saved);
+	return 0;
+}

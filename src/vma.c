@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vma.c: mappings.  Reserving and releasing address ranges, the registry
+ * that maps a fault address to its vma, and keeping what each vma shows in
+ * line with page state (the mapping invariant of internal.h).
+ *
+ * The registry is a sorted array under a rwlock: a fault holds the read
+ * side only for the binary search and pins the vma (vma->inflight) before
+ * letting go, so faulting threads never wait for each other here, and
+ * vmp_munmap() waits for pinned faults before it releases the range (or a
+ * late mprotect could hit whatever is mapped there next).
+ *
+ * Kernel VMA accounting: pages of one vma sit at contiguous memfd offsets,
+ * so the kernel merges neighbours with equal protection into one VMA.  A
+ * vma costs 1 + (number of protection changes between neighbouring pages)
+ * kernel VMAs; fh_remap_run() keeps that count exact from the classes of
+ * the two pages around each run it changes, and vmp_kvma_used sums it, so
+ * faults can reclaim before the kernel's vm.max_map_count is reached.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+long vmp_kvma_used;
+long vmp_kvma_budget = 65530;
+
+static struct {
+	pthread_rwlock_t lock;
+	struct vmp_vma **vmas; /* sorted by start */
+	size_t n, cap;
+} registry = { .lock = PTHREAD_RWLOCK_INITIALIZER };
+
+void registry_fork_prepare(void)
+{
+	pthread_rwlock_wrlock(&registry.lock);
+}
+
+void registry_fork_parent(void)
+{
+	pthread_rwlock_unlock(&registry.lock);
+}
+
+void registry_fork_child(void)
+{
+	/* The child has none of the mappings: forget them (their structs are
+	 * the parent's business and are leaked here). */
+	pthread_rwlock_init(&registry.lock, NULL);
+	registry.vmas = NULL;
+	registry.n = registry.cap = 0;
+	vmp_kvma_used = 0;
+}
+
+/* Index of the first vma with start > addr.  Registry lock held. */
+static size_t registry_upper(uintptr_t addr)
+{
+	size_t lo = 0, hi = registry.n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (registry.vmas[mid]->start <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct vmp_vma *vma_lookup_pin(uintptr_t addr)
+{
+	struct vmp_vma *v = NULL;
+	size_t i;
+
+	pthread_rwlock_rdlock(&registry.lock);
+	i = registry_upper(addr);
+	if (i > 0 && addr < registry.vmas[i - 1]->end) {
+		v = registry.vmas[i - 1];
+		__atomic_add_fetch(&v->inflight, 1, __ATOMIC_ACQUIRE);
+	}
+	pthread_rwlock_unlock(&registry.lock);
+	return v;
+}
+
+void vma_unpin(struct vmp_vma *v)
+{
+	if (__atomic_sub_fetch(&v->inflight, 1, __ATOMIC_RELEASE) == 0)
+		pthread_cond_broadcast(&v->fh->ram->unmap_cond);
+}
+
+/* The write side, for public calls: SIGSEGV blocked while held. */
+static void registry_wrlock(sigset_t *saved)
+{
+	sigset_t segv;
+
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	pthread_sigmask(SIG_BLOCK, &segv, saved);
+	pthread_rwlock_wrlock(&registry.lock);
+}
+
+static void registry_wrunlock(const sigset_t *saved)
+{
+	pthread_rwlock_unlock(&registry.lock);
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+static int registry_insert(struct vmp_vma *v)
+{
+	size_t i;
+
+	if (registry.n == registry.cap) {
+		size_t cap = registry.cap ? registry.cap * 2 : 16;
+		void *p = realloc(registry.vmas, cap * sizeof(*registry.vmas));
+		if (!p)
+			return -ENOMEM;
+		registry.vmas = p;
+		registry.cap = cap;
+	}
+	i = registry_upper(v->start);
+	memmove(registry.vmas + i + 1, registry.vmas + i,
+		(registry.n - i) * sizeof(*registry.vmas));
+	registry.vmas[i] = v;
+	registry.n++;
+	return 0;
+}
+
+/* Remove the vma starting at @addr; NULL if there is none. */
+static struct vmp_vma *registry_remove(uintptr_t addr)
+{
+	size_t i = registry_upper(addr);
+	struct vmp_vma *v;
+
+	if (i == 0 || registry.vmas[i - 1]->start != addr)
+		return NULL;
+	v = registry.vmas[i - 1];
+	memmove(registry.vmas + i - 1, registry.vmas + i,
+		(registry.n - i) * sizeof(*registry.vmas));
+	registry.n--;
+	return v;
+}
+
+/* --- what a vma shows --- */
+
+enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p)
+{
+	if (!p || p->state == PAGE_LOADING || p->state == PAGE_GONE)
+		return (v->fh->flags & VMP_OVERLAY) ? CLASS_BASE : CLASS_NONE;
+	if (p->state == PAGE_LOADED)
+		return (p->flags & PAGE_INACTIVE) ? CLASS_NONE : CLASS_R;
+	if ((v->prot & PROT_WRITE) && !(p->flags & PAGE_WP))
+		return CLASS_RW;
+	return CLASS_R;
+}
+
+static const int class_prot[] = {
+	[CLASS_NONE] = PROT_NONE,
+	[CLASS_R] = PROT_READ,
+	[CLASS_RW] = PROT_READ | PROT_WRITE,
+	[CLASS_BASE] = PROT_READ,
+};
+
+/* Class of page @idx in @v, or -1 outside the vma. */
+static int class_at(const struct vmp_vma *v, uint64_t idx)
+{
+	if (idx < v->pgoffset || idx >= v->pgoffset + v->npages)
+		return -1;
+	return vma_class(v, pagemap_get(&v->fh->pagemap, idx));
+}
+
+/* Change of v's kernel VMA count when pages [idx, idx+n) go oldc -> newc. */
+static long boundary_delta(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+			   enum vma_class oldc, enum vma_class newc)
+{
+	int left = idx > v->pgoffset ? class_at(v, idx - 1) : -1;
+	int right = class_at(v, idx + n);
+	long d = 0;
+
+	if (left >= 0)
+		d += ((int)newc != left) - ((int)oldc != left);
+	if (right >= 0)
+		d += ((int)newc != right) - ((int)oldc != right);
+	return d;
+}
+
+static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+		       enum vma_class oldc, enum vma_class newc)
+{
+	struct vmp_fileh *fh = v->fh;
+	void *addr = (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift));
+	size_t len = (size_t)n << fh->pageshift;
+
+	if (newc == CLASS_BASE)
+		return os_map_fixed(addr, len, PROT_READ, fh->base_fd,
+				    fh->base_off + (idx << fh->pageshift));
+	if (oldc == CLASS_BASE)
+		return os_map_fixed(addr, len, class_prot[newc], fh->memfd,
+				    idx << fh->pageshift);
+	return os_protect(addr, len, class_prot[newc]);
+}
+
+/* Clip [idx, idx+n) to @v; false if they do not meet. */
+static bool clip(const struct vmp_vma *v, uint64_t *idx, uint64_t *n)
+{
+	uint64_t lo = *idx > v->pgoffset ? *idx : v->pgoffset;
+	uint64_t hi = *idx + *n < v->pgoffset + v->npages ? *idx + *n
+							 : v->pgoffset + v->npages;
+
+	if (lo >= hi)
+		return false;
+	*idx = lo;
+	*n = hi - lo;
+	return true;
+}
+
+long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+		   const struct vmp_page *from, const struct vmp_page *to)
+{
+	struct vmp_vma *v;
+	long cost = 0;
+
+	list_for_each_entry(v, &fh->vmas, fh_link) {
+		uint64_t a = idx, len = n;
+		enum vma_class oldc = vma_class(v, from), newc = vma_class(v, to);
+		if (oldc != newc && clip(v, &a, &len))
+			cost += boundary_delta(v, a, len, oldc, newc);
+	}
+	return cost;
+}
+
+int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+		 const struct vmp_page *from, const struct vmp_page *to)
+{
+	struct vmp_vma *v, *done;
+	int ret = 0;
+
+	list_for_each_entry(v, &fh->vmas, fh_link) {
+		uint64_t a = idx, len = n;
+		enum vma_class oldc = vma_class(v, from), newc = vma_class(v, to);
+		long d;
+		if (oldc == newc || !clip(v, &a, &len))
+			continue;
+		d = boundary_delta(v, a, len, oldc, newc);
+		ret = apply_class(v, a, len, oldc, newc);
+		if (ret)
+			goto rollback;
+		v->kvmas += d;
+		__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
+	}
+	return 0;
+
+rollback:
+	/* put back the vmas already changed, so the invariant holds again */
+	list_for_each_entry(done, &fh->vmas, fh_link) {
+		uint64_t a = idx, len = n;
+		enum vma_class oldc = vma_class(done, from),
+			       newc = vma_class(done, to);
+		if (done == v)
+			break;
+		if (oldc == newc || !clip(done, &a, &len))
+			continue;
+		long d = boundary_delta(done, a, len, newc, oldc);
+		if (apply_class(done, a, len, newc, oldc) == 0) {
+			done->kvmas += d;
+			__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
+		}
+	}
+	return ret;
+}
+
+int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
+		  const struct vmp_page *to)
+{
+	return fh_remap_run(fh, p->index, 1, p, to);
+}
+
+/* --- public calls --- */
+
+/* Show the pages of @fh already resident in [v's range] in @v.  A new vma
+ * shows NONE (or BASE) everywhere; runs of pages with equal state are
+ * mapped with one call each.  ram->lock held. */
+static int vma_show_resident(struct vmp_vma *v)
+{
+	struct vmp_page **pages;
+	long n = pagemap_collect(&v->fh->pagemap, v->pgoffset,
+				 v->pgoffset + v->npages, &pages);
+	long i, j;
+	int ret = 0;
+
+	if (n < 0)
+		return (int)n;
+	for (i = 0; i < n && !ret; i = j) {
+		enum vma_class c = vma_class(v, pages[i]);
+		for (j = i + 1; j < n && pages[j]->index == pages[j - 1]->index + 1 &&
+				vma_class(v, pages[j]) == c; j++)
+			;
+		enum vma_class none = vma_class(v, NULL);
+		if (c == none)
+			continue;
+		long d = boundary_delta(v, pages[i]->index, (uint64_t)(j - i), none, c);
+		ret = apply_class(v, pages[i]->index, (uint64_t)(j - i), none, c);
+		if (!ret) {
+			v->kvmas += d;
+			__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
+		}
+	}
+	free(pages);
+	return ret;
+}
+
+static int check_range(const struct vmp_fileh *fh, uint64_t pgoffset,
+		       uint64_t pglen)
+{
+	uint64_t end = pgoffset + pglen;
+
+	if (pglen == 0 || end < pgoffset)
+		return -EINVAL;
+	/* byte offsets must fit off_t and the length size_t */
+	if (end > ((uint64_t)INT64_MAX >> fh->pageshift) ||
+	    pglen > (SIZE_MAX >> fh->pageshift))
+		return -EINVAL;
+	return 0;
+}
+
+static int reserve(struct vmp_fileh *fh, struct vmp_vma *v)
+{
+	size_t len = v->end - v->start;
+	void *addr;
+	int ret;
+
+	if (fh->flags & VMP_OVERLAY)
+		ret = os_reserve(fh->base_fd, fh->base_off + (v->pgoffset << fh->pageshift),
+				 len, &addr);
+	else
+		ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len, &addr);
+	if (ret)
+		return ret;
+	if ((fh->flags & VMP_OVERLAY) && (ret = os_protect(addr, len, PROT_READ))) {
+		os_unmap(addr, len);
+		return ret;
+	}
+	v->start = (uintptr_t)addr;
+	v->end = v->start + len;
+	return 0;
+}
+
+VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
+			int prot, void **addrp)
+{
+	struct vmp_vma *v;
+	sigset_t saved;
+	uint64_t end_bytes;
+	int ret;
+
+	if (!fh || !addrp ||
+	    (prot != PROT_READ && prot != (PROT_READ | PROT_WRITE)))
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)) || (ret = check_range(fh, pgoffset, pglen)))
+		return ret;
+	vmp_fault_handler_install();
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->fh = fh;
+	v->prot = prot;
+	v->pgoffset = pgoffset;
+	v->npages = pglen;
+	v->kvmas = 1;
+	v->end = (uintptr_t)(pglen << fh->pageshift); /* length until reserved */
+	list_init(&v->fh_link);
+
+	end_bytes = (pgoffset + pglen) << fh->pageshift;
+	ram_lock_api(fh->ram, &saved);
+	if (end_bytes > fh->memfd_size) {
+		ret = os_resize(fh->memfd, end_bytes);
+		if (!ret)
+			fh->memfd_size = end_bytes;
+	}
+	ram_unlock_api(fh->ram, &saved);
+	if (ret || (ret = reserve(fh, v)))
+		goto out_free;
+
+	ram_lock_api(fh->ram, &saved);
+	list_add_tail(&v->fh_link, &fh->vmas);
+	fh->nvma++;
+	__atomic_add_fetch(&vmp_kvma_used, 1, __ATOMIC_RELAXED);
+	ret = vma_show_resident(v);
+	if (ret) {
+		list_del(&v->fh_link);
+		fh->nvma--;
+		__atomic_sub_fetch(&vmp_kvma_used, v->kvmas, __ATOMIC_RELAXED);
+	}
+	ram_unlock_api(fh->ram, &saved);
+	if (ret)
+		goto out_unmap;
+
+	registry_wrlock(&saved);
+	ret = registry_insert(v);
+	registry_wrunlock(&saved);
+	if (ret) {
+		ram_lock_api(fh->ram, &saved);
+		list_del(&v->fh_link);
+		fh->nvma--;
+		__atomic_sub_fetch(&vmp_kvma_used, v->kvmas, __ATOMIC_RELAXED);
+		ram_unlock_api(fh->ram, &saved);
+		goto out_unmap;
+	}
+	*addrp = (void *)v->start;
+	return 0;
+
+out_unmap:
+	os_unmap((void *)v->start, v->end - v->start);
+out_free:
+	free(v);
+	return ret;
+}
+
+VMP_EXPORT int vmp_munmap(void *addr)
+{
+	struct vmp_vma *v;
+	vmp_ram *ram;
+	sigset_t saved;
+
+	if (!addr)
+		return -EINVAL;
+	if (fault_in_progress_on((uintptr_t)addr))
+		return -EDEADLK;
+	registry_wrlock(&saved);
+	v = registry_remove((uintptr_t)addr);
+	registry_wrunlock(&saved);
+	if (!v)
+		return -EINVAL;
+
+	ram = v->fh->ram;
+	ram_lock_api(ram, &saved);
+	while (__atomic_load_n(&v->inflight, __ATOMIC_ACQUIRE))
+		pthread_cond_wait(&ram->unmap_cond, &ram->lock);
+	list_del(&v->fh_link);
+	v->fh->nvma--;
+	__atomic_sub_fetch(&vmp_kvma_used, v->kvmas, __ATOMIC_RELAXED);
+	ram_unlock_api(ram, &saved);
+
+	os_unmap((void *)v->start, v->end - v->start);
+	free(v);
+	return 0;
+}
