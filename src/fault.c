@@ -381,10 +381,9 @@ static int unprotect(struct vmp_page *p, struct vmp_fault_error *fe)
  */
 static int ro_fault(const struct vmp_page *p, uintptr_t addr)
 {
-	if (tls.ro_addr == addr && tls.ro_page == p && tls.ro_gen == p->gen) {
-		tls.ro_addr = 0;
+	/* kept after declining: libsigsegv asks twice (serious = 0, 1) */
+	if (tls.ro_addr == addr && tls.ro_page == p && tls.ro_gen == p->gen)
 		return 0;
-	}
 	tls.ro_addr = addr;
 	tls.ro_page = p;
 	tls.ro_gen = p->gen;

@@ -45,6 +45,14 @@ static struct store_ref **store_ref_find(const vmp_store *s)
 	return r;
 }
 
+void store_refs_fork_child(void)
+{
+	/* a thread of the parent may have held it; the child starts afresh
+	 * (the parent's handles are not the child's to release) */
+	pthread_mutex_init(&store_refs_lock, NULL);
+	store_refs = NULL;
+}
+
 static int store_ref_get(const vmp_store *s)
 {
 	struct store_ref **r;
@@ -351,6 +359,8 @@ static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 	if (!buf)
 		return -ENOMEM;
 	ret = ops->writeout_begin ? ops->writeout_begin(ctx) : 0;
+	if (ret)
+		goto out;
 	for (i = 0; i < n && !ret; i++) {
 		ret = os_pread_zerofill(fh->memfd, buf, ps,
 					pages[i]->index << fh->pageshift);
@@ -359,8 +369,10 @@ static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 	}
 	if (!ret && ops->writeout_commit)
 		ret = ops->writeout_commit(ctx);
-	else if (ret && i > 0 && ops->writeout_abort)
+	/* begun and not committed: let the store roll back */
+	if (ret && ops->writeout_abort)
 		ops->writeout_abort(ctx);
+out:
 	free(buf);
 	return ret > 0 ? -EIO : ret;
 }
@@ -458,9 +470,10 @@ VMP_EXPORT int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen)
 	long n, i, k = 0;
 	int ret;
 
-	if (!fh || pglen == 0 || pgoffset + pglen < pgoffset)
+	if (!fh)
 		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)))
+	if ((ret = check_fork(fh->ram->fork_gen)) ||
+	    (ret = fh_check_range(fh, pgoffset, pglen)))
 		return ret;
 	ram_lock_api(fh->ram, &saved);
 	n = pagemap_collect(&fh->pagemap, pgoffset, pgoffset + pglen, &pages);

@@ -197,6 +197,9 @@ int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
 /* Kernel VMAs the remap would add (may be negative). */
 long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		   const struct vmp_page *from, const struct vmp_page *to);
+/* -EINVAL unless [pgoffset, pgoffset+pglen) is non-empty and its byte
+ * offsets fit off_t and its length size_t. */
+int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen);
 /* Find the vma holding @addr and pin it (vma->inflight++). */
 struct vmp_vma *vma_lookup_pin(uintptr_t addr);
 void vma_unpin(struct vmp_vma *v); /* ram->lock held */
@@ -214,6 +217,7 @@ void page_drop(struct vmp_page *p);
  * from every vma, punch their memory, forget them.  Runs of neighbours
  * with equal state take one mprotect and one fallocate each. */
 int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
+void store_refs_fork_child(void);
 
 /* --- fileh.c / fault.c -------------------------------------------------- */
 extern const struct vmp_page page_absent; /* how a missing page shows */

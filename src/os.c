@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "os.h"
@@ -83,6 +84,35 @@ int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)
 		ret = -errno;
 	else if (madvise(addr, len, MADV_DONTFORK) < 0)
 		ret = -errno;
+	errno = saved;
+	return ret;
+}
+
+int os_map_zero_fixed(void *addr, size_t len)
+{
+	int saved = errno;
+	int ret = 0;
+
+	if (mmap(addr, len, PROT_READ,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+		 0) == MAP_FAILED)
+		ret = -errno;
+	else if (madvise(addr, len, MADV_DONTFORK) < 0)
+		ret = -errno;
+	errno = saved;
+	return ret;
+}
+
+int os_file_size(int fd, uint64_t *size)
+{
+	struct stat st;
+	int saved = errno;
+	int ret = 0;
+
+	if (fstat(fd, &st) < 0)
+		ret = -errno;
+	else
+		*size = (uint64_t)st.st_size;
 	errno = saved;
 	return ret;
 }

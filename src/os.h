@@ -25,6 +25,9 @@ int os_resize(int fd, uint64_t size);
 int os_reserve(int fd, uint64_t off, size_t len, void **addrp);
 /* Map @fd at @off over [addr, addr+len) with @prot (MAP_FIXED). */
 int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off);
+/* Map read-only zeros over [addr, addr+len) (MAP_FIXED, no memory used). */
+int os_map_zero_fixed(void *addr, size_t len);
+int os_file_size(int fd, uint64_t *size);
 int os_unmap(void *addr, size_t len);
 int os_protect(void *addr, size_t len, int prot);
 /* Give the memory of [off, off+len) of @fd back to the kernel. */

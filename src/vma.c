@@ -184,6 +184,36 @@ static long boundary_delta(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 	return d;
 }
 
+/*
+ * Show the base file for pages [idx, idx+n) at @addr.  Pages wholly past
+ * its end would raise SIGBUS in a kernel mapping; they show zeros instead,
+ * as the file store reads them, until they are mapped again.
+ */
+static int map_base(const struct vmp_fileh *fh, void *addr, uint64_t idx,
+		    uint64_t n)
+{
+	uint64_t size, in_file = 0;
+	int ret = os_file_size(fh->base_fd, &size);
+
+	if (ret)
+		return ret;
+	if (size > fh->base_off) {
+		/* pages that hold at least one byte of the file */
+		uint64_t file_pages = (size - fh->base_off + fh_pagesize(fh) - 1) >>
+				      fh->pageshift;
+		in_file = file_pages > idx ? file_pages - idx : 0;
+		in_file = in_file < n ? in_file : n;
+	}
+	if (in_file &&
+	    (ret = os_map_fixed(addr, (size_t)in_file << fh->pageshift, PROT_READ,
+				fh->base_fd, fh->base_off + (idx << fh->pageshift))))
+		return ret;
+	if (in_file < n)
+		ret = os_map_zero_fixed((char *)addr + (in_file << fh->pageshift),
+					(size_t)(n - in_file) << fh->pageshift);
+	return ret;
+}
+
 static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 		       enum vma_class oldc, enum vma_class newc)
 {
@@ -192,8 +222,7 @@ static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 	size_t len = (size_t)n << fh->pageshift;
 
 	if (newc == CLASS_BASE)
-		return os_map_fixed(addr, len, PROT_READ, fh->base_fd,
-				    fh->base_off + (idx << fh->pageshift));
+		return map_base(fh, addr, idx, n);
 	if (oldc == CLASS_BASE)
 		return os_map_fixed(addr, len, class_prot[newc], fh->memfd,
 				    idx << fh->pageshift);
@@ -309,8 +338,7 @@ static int vma_show_resident(struct vmp_vma *v)
 	return ret;
 }
 
-static int check_range(const struct vmp_fileh *fh, uint64_t pgoffset,
-		       uint64_t pglen)
+int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen)
 {
 	uint64_t end = pgoffset + pglen;
 
@@ -325,24 +353,19 @@ static int check_range(const struct vmp_fileh *fh, uint64_t pgoffset,
 
 static int reserve(struct vmp_fileh *fh, struct vmp_vma *v)
 {
-	size_t len = v->end - v->start;
+	size_t len = v->end;
 	void *addr;
-	int ret;
+	int ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len, &addr);
 
-	if (fh->flags & VMP_OVERLAY)
-		ret = os_reserve(fh->base_fd, fh->base_off + (v->pgoffset << fh->pageshift),
-				 len, &addr);
-	else
-		ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len, &addr);
 	if (ret)
 		return ret;
-	if ((fh->flags & VMP_OVERLAY) && (ret = os_protect(addr, len, PROT_READ))) {
-		os_unmap(addr, len);
-		return ret;
-	}
 	v->start = (uintptr_t)addr;
 	v->end = v->start + len;
-	return 0;
+	/* overlay: every page shows the base file until it is written */
+	if ((fh->flags & VMP_OVERLAY) &&
+	    (ret = map_base(fh, addr, v->pgoffset, v->npages)))
+		os_unmap(addr, len);
+	return ret;
 }
 
 VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
@@ -356,7 +379,7 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 	if (!fh || !addrp ||
 	    (prot != PROT_READ && prot != (PROT_READ | PROT_WRITE)))
 		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)) || (ret = check_range(fh, pgoffset, pglen)))
+	if ((ret = check_fork(fh->ram->fork_gen)) || (ret = fh_check_range(fh, pgoffset, pglen)))
 		return ret;
 	vmp_fault_handler_install();
 	v = calloc(1, sizeof(*v));
