@@ -215,8 +215,7 @@ static int install_run(struct vmp_fileh *fh, struct vmp_page **pages, uint64_t n
 			fh->ndirty++;
 			ram->dirty_bytes += fh_pagesize(fh);
 		} else {
-			list_add(&p->link, &ram->lru);
-			ram->nlru++;
+			lru_add(ram, p);
 		}
 		page_wake(ram, p);
 	}
@@ -336,7 +335,7 @@ static int reactivate(struct vmp_page *p, struct vmp_fault_error *fe)
 	if (ret)
 		return ret;
 	p->flags = to.flags;
-	list_move(&p->link, &p->fh->ram->lru);
+	lru_reactivated(p->fh->ram, p);
 	return 1;
 }
 
@@ -349,8 +348,7 @@ static int make_dirty(struct vmp_page *p, struct vmp_fault_error *fe)
 
 	if (ret)
 		return ret;
-	list_del(&p->link);
-	ram->nlru--;
+	lru_remove(ram, p);
 	list_add_tail(&p->link, &fh->dirty);
 	fh->ndirty++;
 	ram->dirty_bytes += fh_pagesize(fh);

@@ -106,8 +106,7 @@ void page_drop(struct vmp_page *p)
 
 	pagemap_remove(&fh->pagemap, p);
 	if (p->state == PAGE_LOADED) {
-		list_del(&p->link);
-		ram->nlru--;
+		lru_remove(ram, p);
 	} else if (p->state == PAGE_DIRTY) {
 		list_del(&p->link);
 		fh->ndirty--;
@@ -397,8 +396,7 @@ static int mark_stored(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 		ram->dirty_bytes -= ps;
 		p->state = PAGE_LOADED;
 		p->flags = 0;
-		list_add(&p->link, &ram->lru);
-		ram->nlru++;
+		lru_add(ram, p);
 	}
 	return k ? fh_drop_pages(fh, pages, k) : 0;
 }

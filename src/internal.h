@@ -46,7 +46,7 @@
 enum page_state {
 	PAGE_GONE = 0,    /* dropped; kept only for waiters (page_wait) */
 	PAGE_LOADING = 1, /* a thread is in loadblk for it; mapped nowhere */
-	PAGE_LOADED,      /* clean; on ram->lru */
+	PAGE_LOADED,      /* clean; on ram->active or ram->inactive */
 	PAGE_DIRTY,       /* changed; on fh->dirty; never reclaimed */
 };
 
@@ -66,7 +66,8 @@ enum page_flags {
 struct vmp_page {
 	uint64_t index;       /* page index in the store (const) */
 	struct vmp_fileh *fh; /* owner (const) */
-	struct vmp_list link; /* LOADED: on ram->lru; DIRTY: on fh->dirty;
+	struct vmp_list link; /* LOADED: on ram->active, or ram->inactive if
+				 PAGE_INACTIVE; DIRTY: on fh->dirty;
 				 LOADING: on nothing */
 	uint32_t gen;         /* bumped each time the page is (re)mapped */
 	uint8_t state;        /* enum page_state */
@@ -82,7 +83,9 @@ struct vmp_page {
  *   used_bytes  == sum over its handles' pages (any state) of pagesize
  *   dirty_bytes == sum over DIRTY pages of pagesize
  *   limit_bytes == 0 || used_bytes <= max(limit_bytes, one page)
- *   lru holds exactly the LOADED pages, most recently used first.
+ *   active   holds the LOADED pages without PAGE_INACTIVE, inactive those
+ *            with it; both most recently used (or deactivated) first;
+ *   nactive, ninactive are their lengths.
  */
 struct vmp_ram {
 	pthread_mutex_t lock;
@@ -92,8 +95,9 @@ struct vmp_ram {
 	uint64_t limit_bytes;                /* const; 0 = unlimited */
 	uint64_t used_bytes;
 	uint64_t dirty_bytes;
-	struct vmp_list lru;    /* LOADED pages via page->link */
-	uint64_t nlru;
+	struct vmp_list active;   /* mapped clean pages, via page->link */
+	struct vmp_list inactive; /* clean pages protected NONE to test reuse */
+	uint64_t nactive, ninactive;
 	struct vmp_list filehs; /* via fh->ram_link */
 	unsigned nfileh;
 	struct vmp_stats stats; /* counters; limit/resident/dirty filled on read */
@@ -177,8 +181,12 @@ void page_free(vmp_ram *ram, struct vmp_page *page);
 int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
 	       enum vmp_fault_what *what);
 void ram_uncharge(vmp_ram *ram, uint64_t bytes);
-/* Drop at least @bytes of clean pages if there are (clock sweep). */
+/* Drop at least @bytes of clean pages if there are. */
 void ram_reclaim_locked(vmp_ram *ram, uint64_t bytes);
+/* The LRU: a new clean page, one leaving it, one touched again. */
+void lru_add(vmp_ram *ram, struct vmp_page *p);
+void lru_remove(vmp_ram *ram, struct vmp_page *p);
+void lru_reactivated(vmp_ram *ram, struct vmp_page *p);
 /* Wait until @page is no longer LOADING (drops and retakes ram->lock). */
 void page_wait(vmp_ram *ram, struct vmp_page *page);
 void page_wake(vmp_ram *ram, struct vmp_page *page);

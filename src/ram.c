@@ -4,14 +4,16 @@
  * LRU of clean pages and its reclaim, and the waiting for loads.
  *
  * Recency without a fault per access: a loaded page is mapped readable and
- * its accesses are invisible to us.  Reclaim therefore runs a clock over
- * ram->lru (most recent first): a page at the tail that is still mapped
- * (active) is protected PROT_NONE and moved to the head, keeping its memory
- * (PAGE_INACTIVE); touching it again costs one minor fault that maps it
- * back and moves it to the head.  A page that reaches the tail inactive has
- * not been touched for a whole lap and is dropped.  So a hot set survives a
- * stream of cold pages, each cold page costs one extra mprotect (batched
- * over runs of neighbours), and hot pages one fault per lap.
+ * its accesses are invisible to us.  So clean pages live on two lists, as
+ * in the kernel: new and touched pages on ram->active; once the RAM is half
+ * full, the oldest active pages are protected PROT_NONE and moved to
+ * ram->inactive (keeping their memory) until it holds a third of the clean
+ * pages.  Touching an inactive page costs one minor fault that maps it back
+ * and moves it to the active head; reclaim drops pages from the inactive
+ * tail, which have gone untouched for a whole pass through that list.  A
+ * hot set therefore survives a stream of cold pages; each cold page costs
+ * one extra mprotect (batched over runs of neighbours), each hot page one
+ * fault per pass.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -99,7 +101,32 @@ void page_wake(vmp_ram *ram, struct vmp_page *page)
 		pthread_cond_broadcast(page_cond(ram, page));
 }
 
-/* --- reclaim: the clock sweep described at the top --- */
+/* --- the LRU --- */
+
+void lru_add(vmp_ram *ram, struct vmp_page *p)
+{
+	list_add(&p->link, &ram->active);
+	ram->nactive++;
+}
+
+void lru_remove(vmp_ram *ram, struct vmp_page *p)
+{
+	list_del(&p->link);
+	if (p->flags & PAGE_INACTIVE)
+		ram->ninactive--;
+	else
+		ram->nactive--;
+}
+
+/* @p was inactive, a fault mapped it again and cleared PAGE_INACTIVE. */
+void lru_reactivated(vmp_ram *ram, struct vmp_page *p)
+{
+	list_move(&p->link, &ram->active);
+	ram->ninactive--;
+	ram->nactive++;
+}
+
+/* --- reclaim --- */
 
 static int cmp_fh_index(const void *a, const void *b)
 {
@@ -122,13 +149,34 @@ static size_t run_length(struct vmp_page **pages, size_t i, size_t n)
 	return j - i;
 }
 
-/* Protect active pages NONE, in runs; a run the kernel refuses goes to the
- * head unchanged (it will be tried again next lap). */
-static void deactivate(vmp_ram *ram, struct vmp_page **pages, size_t n)
+/* Take up to RECLAIM_BATCH pages, and no more than @bytes of them, from the
+ * tail of @list, sorted by handle and index so that neighbours form runs. */
+static size_t take_tail(struct vmp_list *list, uint64_t bytes,
+			struct vmp_page **pages)
 {
-	size_t i, j, len;
+	size_t n = 0;
+	uint64_t taken = 0;
+	struct vmp_list *pos;
 
+	for (pos = list->prev; pos != list && n < RECLAIM_BATCH && taken < bytes;
+	     pos = pos->prev) {
+		pages[n] = list_entry(pos, struct vmp_page, link);
+		taken += fh_pagesize(pages[n++]->fh);
+	}
 	qsort(pages, n, sizeof(*pages), cmp_fh_index);
+	return n;
+}
+
+/*
+ * Move a batch from the tail of the active list to the inactive list,
+ * protecting the pages NONE (one mprotect per run of neighbours).  A run
+ * the kernel refuses to split goes back to the active head unchanged.
+ */
+static void deactivate_batch(vmp_ram *ram)
+{
+	struct vmp_page *pages[RECLAIM_BATCH];
+	size_t n = take_tail(&ram->active, UINT64_MAX, pages), i, j, len;
+
 	for (i = 0; i < n; i += len) {
 		struct vmp_page to = *pages[i];
 		len = run_length(pages, i, n);
@@ -136,27 +184,53 @@ static void deactivate(vmp_ram *ram, struct vmp_page **pages, size_t n)
 		int ret = fh_remap_run(pages[i]->fh, pages[i]->index, len,
 				       pages[i], &to);
 		for (j = i; j < i + len; j++) {
-			if (!ret)
-				pages[j]->flags |= PAGE_INACTIVE;
-			list_move(&pages[j]->link, &ram->lru);
+			if (ret) {
+				list_move(&pages[j]->link, &ram->active);
+				continue;
+			}
+			lru_remove(ram, pages[j]);
+			pages[j]->flags |= PAGE_INACTIVE;
+			list_add(&pages[j]->link, &ram->inactive);
+			ram->ninactive++;
 		}
 	}
 }
 
-/* Drop inactive pages (already PROT_NONE everywhere). */
-static uint64_t drop_inactive(vmp_ram *ram, struct vmp_page **pages, size_t n)
+/* Drop a batch (up to @bytes) from the inactive tail; returns bytes freed. */
+static uint64_t drop_batch(vmp_ram *ram, uint64_t bytes)
 {
+	struct vmp_page *pages[RECLAIM_BATCH];
+	size_t n = take_tail(&ram->inactive, bytes, pages), i, len;
 	uint64_t freed = 0;
-	size_t i, len;
 
-	qsort(pages, n, sizeof(*pages), cmp_fh_index);
 	for (i = 0; i < n; i += len) {
 		len = run_length(pages, i, n);
 		freed += (uint64_t)len << pages[i]->fh->pageshift;
-		fh_drop_pages(pages[i]->fh, pages + i, len);
+		fh_drop_pages(pages[i]->fh, pages + i, len); /* NONE already */
 	}
 	ram->stats.reclaimed_pages += n;
 	return freed;
+}
+
+/*
+ * Keep a third of the clean pages inactive once the RAM is half full, so
+ * that pages get a probation period to show they are used before they
+ * reach the inactive tail.
+ */
+static void refill_inactive(vmp_ram *ram)
+{
+	uint64_t moved = 0;
+
+	if (!ram->limit_bytes || ram->used_bytes < ram->limit_bytes / 2)
+		return;
+	while (ram->nactive && ram->ninactive * 2 < ram->nactive &&
+	       moved < 4 * RECLAIM_BATCH) {
+		uint64_t before = ram->nactive;
+		deactivate_batch(ram);
+		if (ram->nactive == before)
+			break; /* the kernel refused: try again later */
+		moved += before - ram->nactive;
+	}
 }
 
 static bool over_kvma(long want)
@@ -166,41 +240,45 @@ static bool over_kvma(long want)
 }
 
 /*
- * One clock sweep: free @bytes of memory and/or bring the kernel VMA count
- * down so that @kvmas more fit.  Visits each page at most twice.
+ * Drop inactive pages until @bytes are freed, deactivating more only when
+ * none is left (those then get no probation: the RAM is short of memory
+ * and the active list is all we have).  Then top up the inactive list.
  */
-static uint64_t clock_sweep(vmp_ram *ram, uint64_t bytes, long kvmas)
+static uint64_t reclaim_bytes(vmp_ram *ram, uint64_t bytes)
 {
-	struct vmp_page *active[RECLAIM_BATCH], *inactive[RECLAIM_BATCH];
-	uint64_t freed = 0, budget = 2 * ram->nlru + RECLAIM_BATCH;
+	uint64_t freed = 0;
 
-	while ((freed < bytes || over_kvma(kvmas)) && ram->nlru && budget) {
-		size_t na = 0, ni = 0;
-		struct vmp_list *pos = ram->lru.prev;
-
-		while (pos != &ram->lru && na < RECLAIM_BATCH &&
-		       ni < RECLAIM_BATCH && budget) {
-			struct vmp_page *p = list_entry(pos, struct vmp_page, link);
-			pos = pos->prev;
-			budget--;
-			if (!(p->flags & PAGE_INACTIVE))
-				active[na++] = p;
-			else if (freed < bytes)
-				inactive[ni++] = p;
-			else
-				list_move(&p->link, &ram->lru);
+	while (freed < bytes && (ram->ninactive || ram->nactive)) {
+		if (!ram->ninactive) {
+			uint64_t before = ram->nactive;
+			deactivate_batch(ram);
+			if (ram->nactive == before)
+				break;
 		}
-		if (na)
-			deactivate(ram, active, na);
-		if (ni)
-			freed += drop_inactive(ram, inactive, ni);
+		freed += drop_batch(ram, bytes - freed);
 	}
+	refill_inactive(ram);
 	return freed;
+}
+
+/* Deactivate clean pages (a NONE page merges with its neighbours) until
+ * @kvmas more kernel VMAs fit. */
+static void reclaim_kvmas(vmp_ram *ram, long kvmas)
+{
+	uint64_t budget = ram->nactive;
+
+	while (over_kvma(kvmas) && ram->nactive && budget) {
+		uint64_t before = ram->nactive;
+		deactivate_batch(ram);
+		if (ram->nactive == before)
+			break;
+		budget -= before - ram->nactive < budget ? before - ram->nactive : budget;
+	}
 }
 
 void ram_reclaim_locked(vmp_ram *ram, uint64_t bytes)
 {
-	clock_sweep(ram, bytes, 0);
+	reclaim_bytes(ram, bytes);
 }
 
 int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
@@ -212,14 +290,16 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
 		uint64_t need = ram->used_bytes + bytes - limit;
 		/* reclaim in batches: a 32th of the limit at least */
 		uint64_t batch = limit / 32;
-		clock_sweep(ram, need > batch ? need : batch, 0);
+		reclaim_bytes(ram, need > batch ? need : batch);
 		if (ram->used_bytes + bytes > limit && ram->used_bytes) {
 			*what = VMP_FAULT_MEMLIMIT;
 			return -ENOMEM;
 		}
+	} else if (bytes) {
+		refill_inactive(ram);
 	}
 	if (over_kvma(kvmas)) {
-		clock_sweep(ram, 0, kvmas);
+		reclaim_kvmas(ram, kvmas);
 		if (over_kvma(kvmas)) {
 			*what = VMP_FAULT_MAPLIMIT;
 			return -ENOMEM;
@@ -309,7 +389,8 @@ VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 	pthread_cond_init(&ram->unmap_cond, NULL);
 	pthread_cond_init(&ram->writeout_cond, NULL);
 	ram->limit_bytes = limit;
-	list_init(&ram->lru);
+	list_init(&ram->active);
+	list_init(&ram->inactive);
 	list_init(&ram->filehs);
 	list_init(&ram->pool_free);
 	ram->fork_gen = vmp_fork_gen;
