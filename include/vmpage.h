@@ -109,6 +109,14 @@ typedef struct vmp_store_ops {
 	 * library does not close it.  Returns 0 or a negative errno.
 	 */
 	int (*base)(void *ctx, int *fd, off_t *offset);
+	/**
+	 * Optional: fill @p buf with the @p n consecutive blocks from @p blk
+	 * (n * blksize bytes) in one call; used for read-ahead, where one
+	 * large read beats n small ones.  0 or a negative errno; on error the
+	 * library loads the faulting block alone with loadblk.  Same context
+	 * and rules as loadblk.
+	 */
+	int (*loadblks)(void *ctx, uint64_t blk, uint64_t n, void *buf);
 } vmp_store_ops;
 
 /** A store: callbacks, their context and the block size. */

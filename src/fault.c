@@ -141,6 +141,31 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 	return n;
 }
 
+/* Call the store for blocks [idx, idx+n) into @buf: one loadblks call for a
+ * run when the store has it, else loadblk per block.  Returns how many
+ * blocks from the first were loaded; *errp is the error if fewer. */
+static uint64_t load_blocks(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+			    char *buf, int *errp)
+{
+	size_t ps = fh_pagesize(fh);
+	uint64_t i;
+	int err;
+
+	if (n > 1 && fh->ops.loadblks &&
+	    fh->ops.loadblks(fh->store.ctx, idx, n, buf) == 0)
+		return n;
+	if (n > 1 && fh->ops.loadblks)
+		n = 1; /* the run failed: the faulting block alone says why */
+	for (i = 0; i < n; i++) {
+		err = fh->ops.loadblk(fh->store.ctx, idx + i, buf + i * ps);
+		if (err) {
+			*errp = err < 0 ? err : -EIO;
+			break;
+		}
+	}
+	return i;
+}
+
 /* Fill pages [idx, idx+n) into the memfd, no lock held.  Returns how many
  * pages from the first were filled; *errp is loadblk's error if fewer. */
 static uint64_t fill_pages(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
@@ -163,13 +188,7 @@ static uint64_t fill_pages(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		sigemptyset(&segv);
 		sigaddset(&segv, SIGSEGV);
 		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
-		for (i = 0; i < n; i++) {
-			err = fh->ops.loadblk(fh->store.ctx, idx + i, buf + i * ps);
-			if (err) {
-				err = err < 0 ? err : -EIO;
-				break;
-			}
-		}
+		i = load_blocks(fh, idx, n, buf, &err);
 		pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	}
 	if (i > 0) {
@@ -272,7 +291,7 @@ static int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	tls.loading[tls.nloading++] = (struct loading_run){ fh, idx, idx + n };
 	pthread_mutex_unlock(&ram->lock);
 	filled = fill_pages(fh, idx, n, zero, &err);
-	pthread_mutex_lock(&ram->lock);
+	ram_lock(ram);
 	tls.nloading--;
 
 	ram->stats.loads += filled;
@@ -439,7 +458,7 @@ static int ask_error_handler(struct vmp_fileh *fh, const struct vmp_fault_error 
 		return VMP_FAULT_DEFAULT;
 	pthread_mutex_unlock(&fh->ram->lock);
 	answer = fn(fe, arg);
-	pthread_mutex_lock(&fh->ram->lock);
+	ram_lock(fh->ram);
 	return answer;
 }
 
@@ -460,7 +479,7 @@ static int fault_serve(void *addr)
 	tls.serving[tls.nserving++] = v;
 	fe.fh = v->fh;
 	fe.blk = page_of(v, a);
-	pthread_mutex_lock(&ram->lock);
+	ram_lock(ram);
 	ram->stats.faults++;
 	for (;;) {
 		ret = serve(v, fe.blk, a, zero, &fe);
@@ -651,7 +670,7 @@ VMP_EXPORT int vmp_prefault(const void *addr, size_t len, int write)
 	}
 	ram = v->fh->ram;
 	tls.serving[tls.nserving++] = v; /* nserving < MAX_NEST: API call */
-	pthread_mutex_lock(&ram->lock);
+	ram_lock(ram);
 	if (a + len > v->end || (write && !(v->prot & PROT_WRITE)))
 		ret = -EINVAL;
 	else

@@ -67,7 +67,7 @@ void ram_lock_api(vmp_ram *ram, sigset_t *saved)
 	sigemptyset(&segv);
 	sigaddset(&segv, SIGSEGV);
 	pthread_sigmask(SIG_BLOCK, &segv, saved);
-	pthread_mutex_lock(&ram->lock);
+	ram_lock(ram);
 }
 
 void ram_unlock_api(vmp_ram *ram, const sigset_t *saved)

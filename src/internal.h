@@ -163,6 +163,21 @@ static inline int check_fork(unsigned gen)
 		       : -ECHILD;
 }
 
+/*
+ * Lock @ram.  Critical sections are short (bookkeeping and an mprotect), but
+ * a waiter put to sleep costs a cross-CPU wake-up of tens of microseconds,
+ * more than the section itself: so spin on trylock for a while first.
+ */
+static inline void ram_lock(vmp_ram *ram)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (pthread_mutex_trylock(&ram->lock) == 0)
+			return;
+		cpu_relax();
+	}
+	pthread_mutex_lock(&ram->lock);
+}
+
 /* Lock @ram with SIGSEGV blocked (public calls). */
 void ram_lock_api(vmp_ram *ram, sigset_t *saved);
 void ram_unlock_api(vmp_ram *ram, const sigset_t *saved);

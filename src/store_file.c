@@ -23,6 +23,14 @@ static int file_loadblk(void *ctx, uint64_t blk, void *buf)
 				 blk << fs->shift);
 }
 
+static int file_loadblks(void *ctx, uint64_t blk, uint64_t n, void *buf)
+{
+	struct file_store *fs = ctx;
+
+	return os_pread_zerofill(fs->fd, buf, (size_t)n << fs->shift,
+				 blk << fs->shift);
+}
+
 static int file_storeblk(void *ctx, uint64_t blk, const void *buf)
 {
 	struct file_store *fs = ctx;
@@ -47,6 +55,7 @@ static void file_release(void *ctx)
 
 static const vmp_store_ops file_ops_rw = {
 	.loadblk = file_loadblk,
+	.loadblks = file_loadblks,
 	.storeblk = file_storeblk,
 	.release = file_release,
 	.base = file_base,
@@ -55,6 +64,7 @@ static const vmp_store_ops file_ops_rw = {
 /* a file opened read-only is a read-only store */
 static const vmp_store_ops file_ops_ro = {
 	.loadblk = file_loadblk,
+	.loadblks = file_loadblks,
 	.release = file_release,
 	.base = file_base,
 };

@@ -20,6 +20,16 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define container_of(ptr, type, member)                                        \
 	((type *)((char *)(ptr) - offsetof(type, member)))
+/* Tell the CPU we are spinning. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 void vmp_internal_bug(const char *file, int line, const char *cond)
