@@ -32,7 +32,7 @@
 
 #define RA_MAX_BYTES ((size_t)2 << 20) /* read-ahead window cap */
 #define RA_MAX_PAGES 512
-#define MAX_NEST 8 /* nested faults (loadblk touching mappings) */
+#define MAX_NEST 16 /* nested faults (loadblk touching mappings) */
 
 struct guard {
 	sigjmp_buf env;
@@ -41,23 +41,29 @@ struct guard {
 	struct guard *prev;
 };
 
-/* A run of pages this thread is loading (to catch loadblk recursion). */
+/*
+ * A run of pages this thread is loading: blocks [base, hi) were made
+ * LOADING; [base, lo) are installed already, [lo, cur) are filled in buf,
+ * block cur is in the store's hands now.  Only this thread changes it
+ * (nested faults included), so its fields need no lock; the pages do.
+ */
 struct loading_run {
-	const struct vmp_fileh *fh;
-	uint64_t lo, hi;
+	struct vmp_fileh *fh;
+	struct vmp_page **pages; /* pages[i] is block base + i */
+	char *buf;               /* block base + i at i * pagesize */
+	uint64_t base, lo, cur, hi;
+	struct vmp_page to;      /* the state they are installed in */
 };
 
 static __thread struct fault_tls {
-	char *bounce;
-	size_t bounce_size;
-	struct loading_run loading[MAX_NEST];
+	/* one bounce buffer per loadblk nesting level */
+	char *bounce[MAX_NEST];
+	size_t bounce_size[MAX_NEST];
+	struct loading_run *loading[MAX_NEST];
 	unsigned nloading;
 	struct vmp_vma *serving[MAX_NEST];
 	unsigned nserving;
-	/* a fault that looked like a write to read-only memory, see ro_fault */
-	uintptr_t ro_addr;
-	const struct vmp_page *ro_page;
-	uint32_t ro_gen;
+	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
 	struct guard *guard;
 	struct vmp_fault_error last_error;
 } tls __attribute__((tls_model("initial-exec")));
@@ -67,9 +73,11 @@ static pthread_once_t bounce_key_once = PTHREAD_ONCE_INIT;
 
 static void bounce_release(void *unused)
 {
-	os_free(tls.bounce, tls.bounce_size);
-	tls.bounce = NULL;
-	tls.bounce_size = 0;
+	for (unsigned i = 0; i < MAX_NEST; i++) {
+		os_free(tls.bounce[i], tls.bounce_size[i]);
+		tls.bounce[i] = NULL;
+		tls.bounce_size[i] = 0;
+	}
 }
 
 static void bounce_key_init(void)
@@ -77,18 +85,31 @@ static void bounce_key_init(void)
 	(void)pthread_key_create(&bounce_key, bounce_release);
 }
 
+/* The bounce buffer of the current loading level (tls.nloading - 1): a
+ * loadblk that faults on another mapping must not get its own back. */
 static char *bounce_get(size_t size)
 {
-	if (tls.bounce_size < size) {
+	unsigned level = tls.nloading - 1;
+
+	if (tls.bounce_size[level] < size) {
 		char *b = os_alloc(size);
 		if (!b)
 			return NULL;
-		os_free(tls.bounce, tls.bounce_size);
-		tls.bounce = b;
-		tls.bounce_size = size;
+		os_free(tls.bounce[level], tls.bounce_size[level]);
+		tls.bounce[level] = b;
+		tls.bounce_size[level] = size;
 		(void)pthread_setspecific(bounce_key, b);
 	}
-	return tls.bounce;
+	return tls.bounce[level];
+}
+
+static uint16_t thread_tag(void)
+{
+	static uint16_t next_tag;
+
+	while (!tls.tag) /* 0 means "nobody"; skip it when the counter wraps */
+		tls.tag = __atomic_add_fetch(&next_tag, 1, __ATOMIC_RELAXED);
+	return tls.tag;
 }
 
 bool fault_in_progress_on(uintptr_t start)
@@ -99,13 +120,15 @@ bool fault_in_progress_on(uintptr_t start)
 	return false;
 }
 
-static bool loading_here(const struct vmp_fileh *fh, uint64_t idx)
+/* The run of this thread that holds block @idx of @fh LOADING, or NULL. */
+static struct loading_run *loading_here(const struct vmp_fileh *fh, uint64_t idx)
 {
-	for (unsigned i = 0; i < tls.nloading; i++)
-		if (tls.loading[i].fh == fh && idx >= tls.loading[i].lo &&
-		    idx < tls.loading[i].hi)
-			return true;
-	return false;
+	for (unsigned i = 0; i < tls.nloading; i++) {
+		struct loading_run *r = tls.loading[i];
+		if (r->fh == fh && idx >= r->lo && idx < r->hi)
+			return r;
+	}
+	return NULL;
 }
 
 static int fail(struct vmp_fault_error *fe, enum vmp_fault_what what, int err)
@@ -141,66 +164,48 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 	return n;
 }
 
-/* Call the store for blocks [idx, idx+n) into @buf: one loadblks call for a
- * run when the store has it, else loadblk per block.  Returns how many
- * blocks from the first were loaded; *errp is the error if fewer. */
-static uint64_t load_blocks(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
-			    char *buf, int *errp)
+/*
+ * Call the store for the run's blocks into its buffer: one loadblks call
+ * when the store has it, else loadblk per block.  No lock held.  Returns
+ * the end of the blocks filled; *errp says why it stopped short.
+ */
+static uint64_t run_fill(struct loading_run *r, int *errp)
 {
+	struct vmp_fileh *fh = r->fh;
 	size_t ps = fh_pagesize(fh);
-	uint64_t i;
 	int err;
 
-	if (n > 1 && fh->ops.loadblks &&
-	    fh->ops.loadblks(fh->store.ctx, idx, n, buf) == 0)
-		return n;
-	if (n > 1 && fh->ops.loadblks)
-		n = 1; /* the run failed: the faulting block alone says why */
-	for (i = 0; i < n; i++) {
-		err = fh->ops.loadblk(fh->store.ctx, idx + i, buf + i * ps);
+	uint64_t end = r->hi;
+
+	r->cur = r->lo;
+	if (r->hi - r->lo > 1 && fh->ops.loadblks) {
+		if (fh->ops.loadblks(fh->store.ctx, r->lo, r->hi - r->lo,
+				     r->buf + (r->lo - r->base) * ps) == 0)
+			return r->hi; /* a nested fault may have cut it */
+		end = r->lo + 1; /* the faulting block alone says why */
+	}
+	/* r->hi shrinks if a nested fault gives read-ahead blocks up */
+	for (; r->cur < end && r->cur < r->hi; r->cur++) {
+		err = fh->ops.loadblk(fh->store.ctx, r->cur,
+				      r->buf + (r->cur - r->base) * ps);
 		if (err) {
 			*errp = err < 0 ? err : -EIO;
 			break;
 		}
 	}
-	return i;
+	return r->cur;
 }
 
-/* Fill pages [idx, idx+n) into the memfd, no lock held.  Returns how many
- * pages from the first were filled; *errp is loadblk's error if fewer. */
-static uint64_t fill_pages(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
-			   bool zero, int *errp)
+/* Copy filled blocks [r->lo, upto) into the memfd.  No lock held. */
+static int run_write(struct loading_run *r, uint64_t upto)
 {
-	size_t ps = fh_pagesize(fh);
-	char *buf = bounce_get((size_t)n * ps);
-	sigset_t segv, saved;
-	uint64_t i;
-	int err = 0;
+	struct vmp_fileh *fh = r->fh;
 
-	if (!buf) {
-		*errp = -ENOMEM;
+	if (upto <= r->lo)
 		return 0;
-	}
-	if (zero) {
-		memset(buf, 0, (size_t)n * ps);
-		i = n;
-	} else {
-		sigemptyset(&segv);
-		sigaddset(&segv, SIGSEGV);
-		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
-		i = load_blocks(fh, idx, n, buf, &err);
-		pthread_sigmask(SIG_SETMASK, &saved, NULL);
-	}
-	if (i > 0) {
-		int werr = os_pwrite_full(fh->memfd, buf, (size_t)i * ps,
-					  idx << fh->pageshift);
-		if (werr) {
-			err = werr;
-			i = 0;
-		}
-	}
-	*errp = err;
-	return i;
+	return os_pwrite_full(fh->memfd, r->buf + ((r->lo - r->base) << fh->pageshift),
+			      (size_t)(upto - r->lo) << fh->pageshift,
+			      r->lo << fh->pageshift);
 }
 
 /* Forget a LOADING page that will not be installed. */
@@ -213,9 +218,9 @@ static void loading_abandon(struct vmp_page *p, bool punch)
 	page_drop(p);
 }
 
-/* Install the filled run pages[0..n): map it everywhere, then mark it. */
-static int install_run(struct vmp_fileh *fh, struct vmp_page **pages, uint64_t n,
-		       const struct vmp_page *to)
+/* Map pages[0..n) (consecutive, filled) in every vma and mark them. */
+static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
+			 uint64_t n, const struct vmp_page *to)
 {
 	vmp_ram *ram = fh->ram;
 	int ret = fh_remap_run(fh, pages[0]->index, n, &page_absent, to);
@@ -228,7 +233,7 @@ static int install_run(struct vmp_fileh *fh, struct vmp_page **pages, uint64_t n
 		}
 		p->state = to->state;
 		p->flags = to->flags;
-		p->gen++;
+		p->mapper = thread_tag();
 		if (p->state == PAGE_DIRTY) {
 			list_add_tail(&p->link, &fh->dirty);
 			fh->ndirty++;
@@ -242,6 +247,108 @@ static int install_run(struct vmp_fileh *fh, struct vmp_page **pages, uint64_t n
 }
 
 /*
+ * Install the written blocks [r->lo, upto), skipping pages invalidated
+ * meanwhile (dropped: their next access loads again).  ram->lock held.
+ * Returns the error that kept block r->base from being mapped, else 0.
+ */
+static int run_install(struct loading_run *r, uint64_t upto)
+{
+	uint64_t i = r->lo - r->base, end = upto - r->base, j;
+	int ret = 0;
+
+	for (; i < end; i = j) {
+		if (r->pages[i]->flags & PAGE_INVALIDATED) {
+			loading_abandon(r->pages[i], true);
+			j = i + 1;
+			continue;
+		}
+		for (j = i + 1; j < end && !(r->pages[j]->flags & PAGE_INVALIDATED); j++)
+			;
+		int err = install_pages(r->fh, r->pages + i, j - i, &r->to);
+		if (err && i == 0)
+			ret = err;
+	}
+	if (upto > r->lo)
+		r->lo = upto;
+	return ret;
+}
+
+/* Abandon the run's blocks [from, r->hi), not installed, and cut it there. */
+static void run_cut(struct loading_run *r, uint64_t from, bool punch)
+{
+	for (uint64_t b = from; b < r->hi; b++)
+		loading_abandon(r->pages[b - r->base], punch);
+	r->hi = from;
+}
+
+/*
+ * A loadblk of this thread touched block @idx of its own run @r (a store
+ * that reads its own mapping).  A block ahead of the one being loaded is
+ * read-ahead: give it up, and the nested fault loads it.  A block behind is
+ * filled: install the filled part now.  The block being loaded itself
+ * cannot be served.  ram->lock held (dropped to write).
+ */
+static int run_conflict(struct loading_run *r, uint64_t idx,
+			struct vmp_fault_error *fe)
+{
+	int ret;
+
+	if (idx > r->cur) {
+		run_cut(r, idx, false);
+		return 1;
+	}
+	if (idx == r->cur)
+		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
+	pthread_mutex_unlock(&r->fh->ram->lock);
+	ret = run_write(r, r->cur);
+	ram_lock(r->fh->ram);
+	if (ret)
+		return fail(fe, VMP_FAULT_LOAD, ret);
+	ret = run_install(r, r->cur);
+	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 1;
+}
+
+/* Make @n pages from @idx (absent) LOADING in @r, charged to the RAM.
+ * ram->lock held.  Returns the count made, or -errno. */
+static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
+		      struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = r->fh;
+	vmp_ram *ram = fh->ram;
+	uint64_t i;
+	int ret;
+
+	for (;;) {
+		long cost = fh_remap_cost(fh, idx, n, &page_absent, &r->to);
+		ret = ram_charge(ram, n << fh->pageshift, cost, &fe->what);
+		if (!ret || n == 1)
+			break;
+		n = 1; /* too tight for read-ahead: just the page asked for */
+	}
+	if (ret)
+		return fail(fe, fe->what, ret);
+	if (pagemap_reserve(&fh->pagemap, n)) {
+		ram_uncharge(ram, n << fh->pageshift);
+		return fail(fe, VMP_FAULT_MEMLIMIT, -ENOMEM);
+	}
+	for (i = 0; i < n; i++) {
+		struct vmp_page *p = page_alloc(ram, fh, idx + i);
+		if (!p) {
+			ram_uncharge(ram, (n - i) << fh->pageshift);
+			if (i == 0)
+				return fail(fe, VMP_FAULT_MEMLIMIT, -ENOMEM);
+			break;
+		}
+		p->state = PAGE_LOADING;
+		pagemap_insert(&fh->pagemap, p);
+		r->pages[i] = p;
+	}
+	r->base = r->lo = r->cur = idx;
+	r->hi = idx + i;
+	return (long)i;
+}
+
+/*
  * Load pages from @idx (absent), map them, return 1.  ram->lock held, and
  * dropped while loading.  Overlay handles load a page only to write it: it
  * comes in DIRTY.
@@ -252,69 +359,54 @@ static int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	struct vmp_fileh *fh = v->fh;
 	vmp_ram *ram = fh->ram;
 	struct vmp_page *pages[RA_MAX_PAGES];
-	struct vmp_page to = { .state = PAGE_LOADED, .flags = zero ? PAGE_ZERO : 0 };
+	struct loading_run r = { .fh = fh, .pages = pages };
 	bool overlay = fh->flags & VMP_OVERLAY;
-	uint64_t n = (overlay || zero) ? 1 : readahead(v, idx), filled, i, j;
-	int ret, err;
+	uint64_t n = (overlay || zero) ? 1 : readahead(v, idx), filled;
+	sigset_t segv, saved;
+	long made;
+	int err = 0, ret;
 
-	if (overlay)
-		to.state = PAGE_DIRTY;
-	for (;;) {
-		long cost = fh_remap_cost(fh, idx, n, &page_absent, &to);
-		ret = ram_charge(ram, n << fh->pageshift, cost, &fe->what);
-		if (!ret || n == 1)
-			break;
-		n = 1; /* too tight for read-ahead: just the page asked for */
-	}
-	if (ret)
-		return fail(fe, fe->what, ret);
-	if (pagemap_reserve(&fh->pagemap, n) ||
-	    tls.nloading == MAX_NEST) {
-		ram_uncharge(ram, n << fh->pageshift);
-		return fail(fe, tls.nloading == MAX_NEST ? VMP_FAULT_RECURSION
-							: VMP_FAULT_MEMLIMIT,
-			    tls.nloading == MAX_NEST ? -ELOOP : -ENOMEM);
-	}
-	for (i = 0; i < n; i++) {
-		pages[i] = page_alloc(ram, fh, idx + i);
-		if (!pages[i]) {
-			ram_uncharge(ram, (n - i) << fh->pageshift);
-			n = i;
-			break;
-		}
-		pages[i]->state = PAGE_LOADING;
-		pagemap_insert(&fh->pagemap, pages[i]);
-	}
-	if (n == 0)
-		return fail(fe, VMP_FAULT_MEMLIMIT, -ENOMEM);
+	r.to.state = overlay ? PAGE_DIRTY : PAGE_LOADED;
+	r.to.flags = zero ? PAGE_ZERO : 0;
+	if (tls.nloading == MAX_NEST)
+		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
+	made = run_begin(&r, idx, n, fe);
+	if (made < 0)
+		return (int)made;
 
-	tls.loading[tls.nloading++] = (struct loading_run){ fh, idx, idx + n };
+	tls.loading[tls.nloading++] = &r;
 	pthread_mutex_unlock(&ram->lock);
-	filled = fill_pages(fh, idx, n, zero, &err);
+	r.buf = bounce_get((size_t)made << fh->pageshift);
+	if (!r.buf) {
+		err = -ENOMEM;
+		filled = r.lo;
+	} else if (zero) {
+		memset(r.buf, 0, (size_t)made << fh->pageshift);
+		filled = r.hi;
+	} else {
+		/* the store may touch other mappings: let their faults in */
+		sigemptyset(&segv);
+		sigaddset(&segv, SIGSEGV);
+		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
+		filled = run_fill(&r, &err);
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	}
+	if (filled > r.lo && (ret = run_write(&r, filled))) {
+		err = ret;
+		filled = r.lo;
+	}
 	ram_lock(ram);
 	tls.nloading--;
 
-	ram->stats.loads += filled;
-	ram->stats.load_errors += filled < n && err;
-	if (filled > 1)
-		ram->stats.readahead_pages += filled - 1;
-	/* install the runs that were filled and not invalidated meanwhile */
-	ret = 0;
-	for (i = 0; i < n; i = j) {
-		if (i >= filled || (pages[i]->flags & PAGE_INVALIDATED)) {
-			loading_abandon(pages[i], i < filled);
-			j = i + 1;
-			continue;
-		}
-		for (j = i + 1; j < filled && !(pages[j]->flags & PAGE_INVALIDATED); j++)
-			;
-		int r = install_run(fh, pages + i, j - i, &to);
-		if (r && i == 0)
-			ret = fail(fe, VMP_FAULT_MAPLIMIT, r);
-	}
-	if (filled == 0)
+	ram->stats.loads += filled - r.base;
+	ram->stats.load_errors += err != 0;
+	if (filled > r.base + 1)
+		ram->stats.readahead_pages += filled - r.base - 1;
+	ret = run_install(&r, filled);
+	run_cut(&r, filled, false);
+	if (filled == r.base)
 		return fail(fe, VMP_FAULT_LOAD, err);
-	return ret ? ret : 1;
+	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 1;
 }
 
 /* --- faults on resident pages --- */
@@ -340,7 +432,6 @@ static int remap(struct vmp_page *p, const struct vmp_page *to,
 	ret = fh_remap_page(fh, p, to);
 	if (ret)
 		return fail(fe, VMP_FAULT_MAPLIMIT, ret);
-	p->gen++;
 	return 0;
 }
 
@@ -354,6 +445,7 @@ static int reactivate(struct vmp_page *p, struct vmp_fault_error *fe)
 	if (ret)
 		return ret;
 	p->flags = to.flags;
+	p->mapper = thread_tag();
 	lru_reactivated(p->fh->ram, p);
 	return 1;
 }
@@ -391,25 +483,26 @@ static int unprotect(struct vmp_page *p, struct vmp_fault_error *fe)
 }
 
 /*
- * A fault on a page mapped readable in a read-only vma is a write to
- * read-only memory, or a read that faulted just before another thread
- * mapped the page.  Retry once; the same fault again on the same mapping of
- * the page is the write, and declining it crashes the program as intended.
+ * Is a fault on a page that is mapped readable a write?  libsigsegv does not
+ * say.  It is, unless it is a read that trapped while the page was still
+ * PROT_NONE and another thread made it readable before we got the lock.  So
+ * if this thread itself made the page readable (page->mapper), no stale
+ * read of it can be pending: it is a write.  Otherwise this thread claims
+ * the page and lets the access retry; a read then goes through, a write
+ * faults once more and is recognised.  A thread writing a page that another
+ * thread loaded pays that one extra fault.
  */
-static int ro_fault(const struct vmp_page *p, uintptr_t addr)
+static bool is_write(struct vmp_page *p, bool write_known)
 {
-	/* kept after declining: libsigsegv asks twice (serious = 0, 1) */
-	if (tls.ro_addr == addr && tls.ro_page == p && tls.ro_gen == p->gen)
-		return 0;
-	tls.ro_addr = addr;
-	tls.ro_page = p;
-	tls.ro_gen = p->gen;
-	return 1;
+	if (write_known || p->mapper == thread_tag())
+		return true;
+	p->mapper = thread_tag();
+	return false;
 }
 
 /* Serve a fault at @addr (page @idx of @v).  ram->lock held (may be dropped
  * and retaken).  1 served, 0 not ours to serve, <0 error in @fe. */
-static int serve(struct vmp_vma *v, uint64_t idx, uintptr_t addr, bool zero,
+static int serve(struct vmp_vma *v, uint64_t idx, bool write, bool zero,
 		 struct vmp_fault_error *fe)
 {
 	struct vmp_fileh *fh = v->fh;
@@ -421,18 +514,26 @@ static int serve(struct vmp_vma *v, uint64_t idx, uintptr_t addr, bool zero,
 	if (!p)
 		return load_pages(v, idx, zero, fe);
 	switch (p->state) {
-	case PAGE_LOADING:
-		if (loading_here(fh, idx))
-			return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
+	case PAGE_LOADING: {
+		struct loading_run *mine = loading_here(fh, idx);
+		if (mine)
+			return run_conflict(mine, idx, fe);
 		page_wait(fh->ram, p);
 		return 1;
+	}
 	case PAGE_LOADED:
 		if (p->flags & PAGE_INACTIVE)
 			return reactivate(p, fe);
-		return writable ? make_dirty(p, fe) : ro_fault(p, addr);
+		if (!is_write(p, write))
+			return 1;
+		/* a write to read-only memory: decline, the program crashes
+		 * (libsigsegv asks twice; is_write() answers the same) */
+		return writable ? make_dirty(p, fe) : 0;
 	case PAGE_DIRTY:
+		if (!is_write(p, write))
+			return 1;
 		if (!writable)
-			return ro_fault(p, addr);
+			return 0;
 		return (p->flags & PAGE_WP) ? unprotect(p, fe) : 1;
 	default:
 		vmp_assert(!"page state");
@@ -482,7 +583,7 @@ static int fault_serve(void *addr)
 	ram_lock(ram);
 	ram->stats.faults++;
 	for (;;) {
-		ret = serve(v, fe.blk, a, zero, &fe);
+		ret = serve(v, fe.blk, false, zero, &fe);
 		if (ret >= 0 || zero)
 			break;
 		int answer = ask_error_handler(v->fh, &fe);
@@ -638,9 +739,8 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 	int ret = 0;
 
 	for (; idx <= last && ret >= 0; idx++) {
-		uintptr_t pa = v->start + ((idx - v->pgoffset) << fh->pageshift);
 		while (!prefault_done(v, pagemap_get(&fh->pagemap, idx), write)) {
-			ret = serve(v, idx, pa, false, &fe);
+			ret = serve(v, idx, write, false, &fe);
 			if (ret <= 0) {
 				ret = ret ? ret : -EFAULT;
 				break;

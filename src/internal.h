@@ -27,8 +27,9 @@
  *                                        a writeout: PAGE_WP)
  *   p DIRTY, read-only vma           -> PROT_READ
  * Every state change updates all vmas of the handle before the lock is
- * dropped.  Because of it, a fault on a page that is mapped readable in a
- * writable vma is a write.
+ * dropped.  Because of it, a fault on a page that is mapped readable is a
+ * write, unless it is a read that trapped just before another thread made
+ * the page readable (see fault.c).
  */
 #ifndef VMP_INTERNAL_H
 #define VMP_INTERNAL_H
@@ -69,10 +70,11 @@ struct vmp_page {
 	struct vmp_list link; /* LOADED: on ram->active, or ram->inactive if
 				 PAGE_INACTIVE; DIRTY: on fh->dirty;
 				 LOADING: on nothing */
-	uint32_t gen;         /* bumped each time the page is (re)mapped */
 	uint8_t state;        /* enum page_state */
 	uint8_t flags;        /* enum page_flags */
 	uint16_t waiters;     /* threads waiting for LOADING to end */
+	uint16_t mapper;      /* tag of the thread whose fault last made the
+				 page readable (see fault.c, is_write()) */
 };
 
 /* Hashed condition variables for "page no longer LOADING". */
