@@ -1,0 +1,527 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * librows.c: the rows that go through libvmpage.  Each repetition makes a
+ * fresh RAM, handle and mapping, runs one of the access loops of data.c (or
+ * the change-set steps) under vmp_guard(), so that a fault the library
+ * cannot serve becomes an error in the table instead of a SIGBUS, and checks
+ * the bytes.
+ *
+ * Two stores:
+ *   file store       vmp_file_store() on the test file (pread/pwrite)
+ *   generated store  loadblk computes the data (no I/O; optionally spins
+ *                    ~20 us first, like a decompressor); storeblk only sums
+ *                    what it is given, so a writeout's bytes are checked and
+ *                    its cost is the library's own.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmpage.h"
+#include "bench.h"
+
+double g_spin_iters;
+
+/* --- the generated store ------------------------------------------------- */
+
+struct gen {
+	size_t blksize;
+	uint64_t spin;                 /* spin_work steps per load, 0: none */
+	_Atomic uint64_t stored_sum;   /* sum of every word storeblk got */
+	_Atomic uint64_t stored_blocks;
+};
+
+static int gen_load(void *ctx, uint64_t blk, void *buf)
+{
+	struct gen *g = ctx;
+
+	if (g->spin) {
+		uint64_t x = spin_work(g->spin);
+
+		__asm__ volatile("" : : "r"(x)); /* keep the work */
+	}
+	data_fill(buf, blk * (g->blksize / 8), g->blksize);
+	return 0;
+}
+
+static int gen_store(void *ctx, uint64_t blk, const void *buf)
+{
+	struct gen *g = ctx;
+
+	(void)blk;
+	atomic_fetch_add(&g->stored_sum, sum_words(buf, g->blksize / 8));
+	atomic_fetch_add(&g->stored_blocks, 1);
+	return 0;
+}
+
+static const vmp_store_ops gen_ops = {
+	.loadblk = gen_load,
+	.storeblk = gen_store,
+};
+
+static vmp_store gen_store_of(struct gen *g)
+{
+	return (vmp_store){ .ops = &gen_ops, .ctx = g, .blksize = g->blksize };
+}
+
+/* --- RAM + handle + mapping ---------------------------------------------- */
+
+struct libmap {
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	void *addr;
+	size_t ps;
+};
+
+static void release_store(const vmp_store *st)
+{
+	if (st->ops && st->ops->release)
+		st->ops->release(st->ctx);
+}
+
+/* Open a RAM (0 = no limit), a handle on @st and a mapping of pages
+ * [0, npages).  On failure the error is in @r and nothing is left open. */
+static bool lib_open(struct libmap *m, const vmp_store *st, uint64_t limit,
+		     unsigned flags, uint64_t npages, int prot, struct rep *r)
+{
+	int e;
+
+	memset(m, 0, sizeof(*m));
+	m->ps = st->blksize;
+	/* The floors replaced the SIGSEGV action for a while: re-arm ours. */
+	vmp_fault_handler_install();
+	e = vmp_ram_new(&m->ram, limit);
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "vmp_ram_new: %s", strerror(-e));
+		release_store(st);
+		return false;
+	}
+	e = vmp_fileh_open(&m->fh, m->ram, st, flags);
+	if (e < 0) {
+		/* An overlay the library cannot give is "n/a", not a failure. */
+		rep_fail(r, (flags & VMP_OVERLAY) ? REP_NA : REP_ERROR,
+			 "vmp_fileh_open%s: %s",
+			 (flags & VMP_OVERLAY) ? "(VMP_OVERLAY)" : "",
+			 strerror(-e));
+		release_store(st);
+		vmp_ram_free(m->ram);
+		return false;
+	}
+	e = vmp_mmap(m->fh, 0, npages, prot, &m->addr);
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "vmp_mmap of %llu pages: %s",
+			 (unsigned long long)npages, strerror(-e));
+		vmp_fileh_close(m->fh);
+		vmp_ram_free(m->ram);
+		return false;
+	}
+	return true;
+}
+
+/* Metadata bytes per resident page now, or -1 when nothing is resident. */
+static double lib_meta_bpp(const struct libmap *m)
+{
+	struct vmp_stats st;
+	uint64_t pages;
+
+	if (vmp_ram_stats(m->ram, &st) < 0)
+		return -1;
+	pages = st.resident_bytes / m->ps;
+	return pages ? (double)st.metadata_bytes / (double)pages : -1;
+}
+
+static void lib_close(struct libmap *m, struct rep *r)
+{
+	int e1 = vmp_munmap(m->addr);
+	int e2 = vmp_fileh_close(m->fh);
+	int e3 = vmp_ram_free(m->ram);
+
+	if ((e1 < 0 || e2 < 0 || e3 < 0) && r->status == REP_OK)
+		rep_fail(r, REP_ERROR, "teardown: munmap %d, close %d, free %d",
+			 e1, e2, e3);
+}
+
+/* Run one access loop under vmp_guard and check it. */
+static bool lib_access(struct access *a, struct rep *r)
+{
+	int e = vmp_guard(access_run, a);
+
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "fault not served: %s", strerror(-e));
+		return false;
+	}
+	if (!access_check(a, r->msg, sizeof(r->msg))) {
+		r->status = REP_BADSUM;
+		return false;
+	}
+	r->capped = a->capped;
+	return true;
+}
+
+/* --- file store rows, overlay rows --------------------------------------- */
+
+void job_file(const struct job *j, struct rep *r)
+{
+	struct access a = {
+		.nbytes = g_size, .kind = j->acc, .perm = g_perm,
+		.ntouch = g_ntouch, .cap = opt.cap,
+	};
+	struct libmap m;
+	vmp_store st;
+	int e = vmp_file_store(&st, g_fd, j->ps);
+
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "vmp_file_store: %s", strerror(-e));
+		return;
+	}
+	if (!lib_open(&m, &st, j->limit ? g_size / 4 : 0,
+		      j->overlay ? VMP_OVERLAY : 0, g_size / j->ps, PROT_READ,
+		      r))
+		return;
+	a.base = m.addr;
+	if (lib_access(&a, r))
+		r->val[0] = access_rate(&a);
+	r->meta_bpp = lib_meta_bpp(&m);
+	lib_close(&m, r);
+}
+
+/* --- generated store rows ------------------------------------------------ */
+
+void job_gen_fault(const struct job *j, struct rep *r)
+{
+	struct gen g = { .blksize = OS_PAGE };
+	vmp_store st = gen_store_of(&g);
+	struct access a = {
+		.kind = ACC_RAND, .perm = g_perm, .ntouch = g_ntouch,
+		.cap = opt.cap,
+	};
+	struct libmap m;
+
+	(void)j;
+	if (!lib_open(&m, &st, 0, 0, g_npages, PROT_READ, r))
+		return;
+	a.base = m.addr;
+	if (lib_access(&a, r))
+		r->val[0] = a.secs * 1e9 / (double)a.done;
+	r->meta_bpp = lib_meta_bpp(&m);
+	lib_close(&m, r);
+}
+
+void job_gen_seq(const struct job *j, struct rep *r)
+{
+	struct gen g = { .blksize = j->ps };
+	vmp_store st = gen_store_of(&g);
+	struct access a = { .nbytes = g_size, .kind = ACC_SEQ, .cap = opt.cap };
+	struct libmap m;
+
+	if (!lib_open(&m, &st, 0, 0, g_size / j->ps, PROT_READ, r))
+		return;
+	a.base = m.addr;
+	if (lib_access(&a, r))
+		r->val[0] = access_rate(&a);
+	r->meta_bpp = lib_meta_bpp(&m);
+	lib_close(&m, r);
+}
+
+/* --- threads ------------------------------------------------------------- */
+
+void job_threads(const struct job *j, struct rep *r)
+{
+	struct gen g = { .blksize = OS_PAGE };
+	vmp_store st;
+	struct access a[64];
+	struct libmap m;
+	int n = j->threads, e = 0;
+	double secs;
+
+	g.spin = j->spin ? (uint64_t)(g_spin_iters + 0.5) : 0;
+	st = gen_store_of(&g);
+	if (!lib_open(&m, &st, 0, 0, g_npages, PROT_READ, r))
+		return;
+	access_split(a, n, m.addr, g_perm, g_ntouch);
+	secs = access_parallel(a, n, true, &e);
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "fault not served: %s", strerror(-e));
+	} else {
+		for (int i = 0; i < n; i++)
+			if (!access_check(&a[i], r->msg, sizeof(r->msg)))
+				r->status = REP_BADSUM;
+		r->val[0] = (double)g_ntouch / secs / 1e3;
+	}
+	r->meta_bpp = lib_meta_bpp(&m);
+	lib_close(&m, r);
+}
+
+/* --- change set ---------------------------------------------------------- */
+
+#define CS_FLIP 0xA5A5A5A5A5A5A5A5ull
+
+/* One pass of the change-set steps over pages perm[0 .. n). */
+struct cs_pass {
+	uint64_t *base;
+	const uint32_t *perm;
+	uint64_t n;
+	size_t ps;
+	bool flip;        /* write data ^ CS_FLIP, else the data itself */
+	uint64_t sum;     /* cs_read: what it read */
+};
+
+/* The word of page @p that the change-set steps write and check. */
+static uint64_t cs_word(uint64_t p, size_t ps)
+{
+	uint64_t words = ps / 8;
+
+	return p * words + ((p * 0x9E37u) & (words - 1));
+}
+
+static int cs_write(void *arg)
+{
+	struct cs_pass *c = arg;
+
+	for (uint64_t i = 0; i < c->n; i++) {
+		uint64_t w = cs_word(c->perm[i], c->ps);
+
+		c->base[w] = data_word(w) ^ (c->flip ? CS_FLIP : 0);
+	}
+	return 0;
+}
+
+static int cs_read(void *arg)
+{
+	struct cs_pass *c = arg;
+
+	c->sum = 0;
+	for (uint64_t i = 0; i < c->n; i++)
+		c->sum += c->base[cs_word(c->perm[i], c->ps)];
+	return 0;
+}
+
+/* Sum of the words the steps touch, as data (flip false) or flipped. */
+static uint64_t cs_want(const struct cs_pass *c, bool flip)
+{
+	uint64_t s = 0;
+
+	for (uint64_t i = 0; i < c->n; i++) {
+		uint64_t w = cs_word(c->perm[i], c->ps);
+
+		s += data_word(w) ^ (flip ? CS_FLIP : 0);
+	}
+	return s;
+}
+
+/* Sum of those words as the file holds them (the overlay's store). */
+static uint64_t cs_file_sum(int fd, const struct cs_pass *c)
+{
+	uint64_t s = 0, v;
+
+	for (uint64_t i = 0; i < c->n; i++) {
+		uint64_t w = cs_word(c->perm[i], c->ps);
+
+		if (pread(fd, &v, 8, (off_t)(w * 8)) != 8)
+			return ~s; /* surely wrong */
+		s += v;
+	}
+	return s;
+}
+
+/* Time @fn(arg) under vmp_guard; ns per page into *ns. */
+static bool cs_timed(int (*fn)(void *), struct cs_pass *c, double *ns,
+		     struct rep *r, const char *what)
+{
+	double t = now();
+	int e = vmp_guard(fn, c);
+
+	t = now() - t;
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "%s: fault not served: %s", what,
+			 strerror(-e));
+		return false;
+	}
+	*ns = t * 1e9 / (double)c->n;
+	return true;
+}
+
+static bool cs_dirty_is(vmp_fileh *fh, uint64_t want, struct rep *r,
+			const char *after)
+{
+	uint64_t n = ~0ull;
+	int e = vmp_fileh_dirty_count(fh, &n);
+
+	if (e == 0 && n == want)
+		return true;
+	rep_fail(r, REP_ERROR, "after %s: %llu dirty pages (err %d), want %llu",
+		 after, (unsigned long long)n, e, (unsigned long long)want);
+	return false;
+}
+
+/* Time a writeout (STORE|MARKSTORED) or a discard; ns per page into *ns. */
+static bool cs_timed_call(vmp_fileh *fh, bool writeout, struct cs_pass *c,
+			  double *ns, struct rep *r)
+{
+	double t = now();
+	int e = writeout ? vmp_writeout(fh, VMP_WRITEOUT_STORE |
+					       VMP_WRITEOUT_MARKSTORED)
+			 : vmp_discard(fh);
+
+	t = now() - t;
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "%s: %s",
+			 writeout ? "vmp_writeout" : "vmp_discard",
+			 strerror(-e));
+		return false;
+	}
+	*ns = t * 1e9 / (double)c->n;
+	return true;
+}
+
+/* After the writeout: the store holds exactly the written bytes.  The
+ * generated store summed every block it was given; the overlay's file is
+ * read back. */
+static bool cs_check_stored(struct gen *g, int fd, const struct cs_pass *c,
+			    struct rep *r)
+{
+	uint64_t flipped = cs_want(c, true), got;
+	uint64_t want = data_sum(0, c->n * c->ps / 8) - cs_want(c, false) +
+			flipped;
+
+	if (fd < 0 && (g->stored_blocks != c->n || g->stored_sum != want)) {
+		rep_fail(r, REP_BADSUM, "writeout stored %llu blocks, sum "
+			 "%#llx; want %llu, %#llx",
+			 (unsigned long long)g->stored_blocks,
+			 (unsigned long long)g->stored_sum,
+			 (unsigned long long)c->n, (unsigned long long)want);
+		return false;
+	}
+	if (fd >= 0 && (got = cs_file_sum(fd, c)) != flipped) {
+		rep_fail(r, REP_BADSUM, "file after writeout: sum %#llx, "
+			 "want %#llx", (unsigned long long)got,
+			 (unsigned long long)flipped);
+		return false;
+	}
+	return true;
+}
+
+/* After the discard the mapping shows the store's bytes again: the data
+ * for the generated store, the committed (flipped) words for the file. */
+static void cs_check_discarded(int fd, struct cs_pass *c, struct rep *r)
+{
+	uint64_t want = cs_want(c, fd >= 0);
+
+	if (vmp_guard(cs_read, c) < 0)
+		rep_fail(r, REP_ERROR, "read after discard: fault not served");
+	else if (c->sum != want)
+		rep_fail(r, REP_BADSUM, "after discard: sum %#llx, want %#llx",
+			 (unsigned long long)c->sum, (unsigned long long)want);
+}
+
+/* The four steps on an open mapping; @fd >= 0 for the overlay's file. */
+static void cs_steps(struct libmap *m, struct gen *g, int fd, struct cs_pass *c,
+		     struct rep *r)
+{
+	/* 1. first-touch writes: load + write fault per page */
+	c->flip = true;
+	if (!cs_timed(cs_write, c, &r->val[0], r, "first write") ||
+	    !cs_dirty_is(m->fh, c->n, r, "first writes"))
+		return;
+	r->meta_bpp = lib_meta_bpp(m);
+	/* 2. commit */
+	if (!cs_timed_call(m->fh, true, c, &r->val[1], r) ||
+	    !cs_dirty_is(m->fh, 0, r, "writeout") ||
+	    !cs_check_stored(g, fd, c, r))
+		return;
+	/* 3. write again on clean, mapped pages: one write fault each */
+	c->flip = false;
+	if (!cs_timed(cs_write, c, &r->val[2], r, "re-dirty") ||
+	    !cs_dirty_is(m->fh, c->n, r, "re-dirty"))
+		return;
+	/* 4. abort */
+	if (!cs_timed_call(m->fh, false, c, &r->val[3], r) ||
+	    !cs_dirty_is(m->fh, 0, r, "discard"))
+		return;
+	cs_check_discarded(fd, c, r);
+}
+
+/*
+ * Change set: n pages (as many bytes as the random rows touch), dirtied by
+ * first-touch writes in random order, written out (STORE|MARKSTORED),
+ * dirtied again, discarded.  Generated store, or with j->overlay a file
+ * store on a file of its own (the writeout changes it) opened VMP_OVERLAY.
+ */
+void job_changeset(const struct job *j, struct rep *r)
+{
+	uint64_t n = g_ntouch * OS_PAGE / j->ps;
+	struct gen g = { .blksize = j->ps };
+	struct cs_pass c = { .ps = j->ps };
+	uint32_t *perm;
+	struct libmap m;
+	vmp_store st;
+	int fd = -1, e;
+
+	if (n == 0)
+		n = 1;
+	perm = malloc(n * sizeof(*perm));
+	if (!perm) {
+		rep_fail(r, REP_ERROR, "out of memory");
+		return;
+	}
+	shuffle(perm, n, 0xC5 + j->ps);
+	if (j->overlay) {
+		fd = file_create(n * j->ps, "cs");
+		e = fd < 0 ? fd : vmp_file_store(&st, fd, j->ps);
+		if (e < 0) {
+			rep_fail(r, REP_ERROR, "change-set file store: %s",
+				 strerror(-e));
+			goto out;
+		}
+	} else {
+		st = gen_store_of(&g);
+	}
+	if (!lib_open(&m, &st, 0, j->overlay ? VMP_OVERLAY : 0, n,
+		      PROT_READ | PROT_WRITE, r))
+		goto out;
+	c.base = m.addr;
+	c.perm = perm;
+	c.n = n;
+	cs_steps(&m, &g, fd, &c, r);
+	lib_close(&m, r);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(perm);
+}
+
+/* --- metadata ------------------------------------------------------------ */
+
+/*
+ * Metadata: a 64 GiB mapping with nothing touched (should cost next to
+ * nothing), then ntouch random first touches inside it (bytes per resident
+ * page).
+ */
+void job_meta(const struct job *j, struct rep *r)
+{
+	const uint64_t map_pages = 64 * GiB / OS_PAGE;
+	struct gen g = { .blksize = OS_PAGE };
+	vmp_store st = gen_store_of(&g);
+	struct access a = { .kind = ACC_RAND, .perm = g_perm,
+			    .ntouch = g_ntouch };
+	struct vmp_stats s;
+	struct libmap m;
+
+	(void)j;
+	if (!lib_open(&m, &st, 0, 0, map_pages, PROT_READ, r))
+		return;
+	if (vmp_ram_stats(m.ram, &s) < 0) {
+		rep_fail(r, REP_ERROR, "vmp_ram_stats failed");
+		goto out;
+	}
+	r->val[0] = (double)s.metadata_bytes;
+	a.base = m.addr;
+	if (lib_access(&a, r))
+		r->val[1] = r->meta_bpp = lib_meta_bpp(&m);
+out:
+	lib_close(&m, r);
+}

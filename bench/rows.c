@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * rows.c: the list of jobs and metrics, i.e. the table's lines, in the
+ * order they are run and printed, with the reference each ratio is taken
+ * against and the targets of issues 5, 7 and 8.  Every reference comes
+ * before the lines that use it.
+ *
+ * Names are GROUP/.../WORKLOAD: floor/, kernel/, gen/ (generated store),
+ * file/PS[-lim]/TEMP/ACCESS (file store, -lim = RAM limit of a quarter of
+ * the file), cs/ (change set), thr/ (threads), ovl/ (VMP_OVERLAY), meta/.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+struct metric metrics[160];
+int nmetrics;
+struct job jobs[120];
+int njobs;
+
+static const char *const U_GBS = "GB/s", *const U_MPS = "Mpages/s",
+		  *const U_NSF = "ns/fault", *const U_NSP = "ns/page",
+		  *const U_KFS = "kfaults/s", *const U_KBS = "kblocks/s",
+		  *const U_B = "bytes", *const U_BPP = "B/page";
+
+static struct job *job_add(job_fn *fn, struct job tmpl)
+{
+	struct job *j;
+
+	if (njobs == (int)(sizeof(jobs) / sizeof(jobs[0])))
+		abort(); /* the array is sized for the list below */
+	j = &jobs[njobs++];
+	*j = tmpl;
+	j->run = fn;
+	return j;
+}
+
+static struct metric *metric_add(struct job *j, const char *unit,
+				 const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static struct metric *metric_add(struct job *j, const char *unit,
+				 const char *fmt, ...)
+{
+	struct metric *m;
+	va_list ap;
+
+	if (nmetrics == (int)(sizeof(metrics) / sizeof(metrics[0])))
+		abort(); /* the array is sized for the list below */
+	m = &metrics[nmetrics++];
+
+	va_start(ap, fmt);
+	vsnprintf(m->name, sizeof(m->name), fmt, ap);
+	va_end(ap);
+	m->unit = unit;
+	m->higher = unit == U_GBS || unit == U_MPS || unit == U_KFS ||
+		    unit == U_KBS;
+	m->job = j;
+	m->meta_bpp = -1;
+	j->m[j->nm++] = m;
+	return m;
+}
+
+/* ratio to @ref, with a target on it (op 0: none) */
+static void metric_ref(struct metric *m, const char *ref, char op, double tgt)
+{
+	snprintf(m->ref_name, sizeof(m->ref_name), "%s", ref);
+	m->tgt_op = op;
+	m->tgt = tgt;
+}
+
+/* an absolute target on the median itself (e.g. ns per page) */
+static void metric_target(struct metric *m, char op, double tgt)
+{
+	m->tgt_op = op;
+	m->tgt = tgt;
+	m->tgt_abs = true;
+}
+
+static const char *ps_name(size_t ps)
+{
+	return ps == 4 * KiB ? "4k" : ps == 64 * KiB ? "64k" : "2m";
+}
+
+static const char *temp_name(enum temp t)
+{
+	return t == T_HOT ? "hot" : "cold";
+}
+
+static const char *acc_name(enum access_kind a)
+{
+	return a == ACC_SEQ ? "seq" : "rand";
+}
+
+static const char *acc_unit(enum access_kind a)
+{
+	return a == ACC_SEQ ? U_GBS : U_MPS;
+}
+
+/* --- the list ------------------------------------------------------------ */
+
+static const size_t page_sizes[] = { 4 * KiB, 64 * KiB, 2 * MiB };
+static const enum temp temps[] = { T_HOT, T_COLD };
+static const enum access_kind accs[] = { ACC_SEQ, ACC_RAND };
+static const int thread_counts[] = { 1, 2, 4, 8 };
+
+static void build_floors_and_kernel(void)
+{
+	struct job *j;
+
+	j = job_add(job_floor_fault, (struct job){ .ps = 4 * KiB });
+	metric_add(j, U_NSF, "floor/fault-4k");
+	for (int i = 0; i < 3; i++) {
+		j = job_add(job_floor_copy, (struct job){ .ps = page_sizes[i],
+							 .temp = T_HOT });
+		metric_add(j, U_GBS, "floor/copy-%s", ps_name(page_sizes[i]));
+	}
+	for (int t = 0; t < 2; t++)
+		for (int a = 0; a < 2; a++) {
+			j = job_add(job_kernel, (struct job){
+					.temp = temps[t], .acc = accs[a] });
+			metric_add(j, acc_unit(accs[a]), "kernel/%s/%s",
+				   temp_name(temps[t]), acc_name(accs[a]));
+		}
+}
+
+static void build_gen(void)
+{
+	struct metric *m;
+	struct job *j;
+	char ref[40];
+
+	j = job_add(job_gen_fault, (struct job){ .ps = 4 * KiB });
+	m = metric_add(j, U_NSF, "gen/fault-4k");
+	metric_ref(m, "floor/fault-4k", '<', 1.5);
+	for (int i = 0; i < 3; i++) {
+		j = job_add(job_gen_seq, (struct job){ .ps = page_sizes[i] });
+		m = metric_add(j, U_GBS, "gen/seq-%s", ps_name(page_sizes[i]));
+		snprintf(ref, sizeof(ref), "floor/copy-%s",
+			 ps_name(page_sizes[i]));
+		metric_ref(m, ref, '>', 0.8);
+	}
+}
+
+/* One file-store line and its references and targets (issue 7). */
+static void build_file_one(size_t ps, bool limit, enum temp t,
+			   enum access_kind a)
+{
+	struct job *j = job_add(job_file, (struct job){
+			.ps = ps, .limit = limit, .temp = t, .acc = a });
+	struct metric *m;
+	char kref[40], ref[40];
+
+	m = metric_add(j, acc_unit(a), "file/%s%s/%s/%s", ps_name(ps),
+		       limit ? "-lim" : "", temp_name(t), acc_name(a));
+	snprintf(kref, sizeof(kref), "kernel/%s/%s", temp_name(t), acc_name(a));
+	snprintf(m->kref_name, sizeof(m->kref_name), "%s", kref);
+	if (t == T_HOT && a == ACC_SEQ) {
+		/* hot sequential: at least 0.8x the copy floor (no limit) */
+		snprintf(ref, sizeof(ref), "floor/copy-%s", ps_name(ps));
+		metric_ref(m, ref, limit ? 0 : '>', 0.8);
+	} else {
+		/* cold 4 KiB: at least 0.7x kernel mmap (no limit) */
+		bool tgt = t == T_COLD && ps == 4 * KiB && !limit;
+
+		metric_ref(m, kref, tgt ? '>' : 0, 0.7);
+	}
+}
+
+static void build_file(void)
+{
+	for (int p = 0; p < 3; p++)
+		for (int l = 0; l < 2; l++)
+			for (int t = 0; t < 2; t++)
+				for (int a = 0; a < 2; a++)
+					build_file_one(page_sizes[p], l, temps[t],
+						       accs[a]);
+}
+
+static const char *const cs_steps[4] = { "first-write", "writeout",
+					 "redirty", "discard" };
+
+static void build_changeset(const char *prefix, size_t ps, bool overlay)
+{
+	struct job *j = job_add(job_changeset,
+				(struct job){ .ps = ps, .overlay = overlay });
+	bool k4 = ps == 4 * KiB && !overlay;
+	struct metric *m;
+	char ref[40];
+
+	for (int s = 0; s < 4; s++) {
+		m = metric_add(j, U_NSP, "%s/%s/%s", prefix, ps_name(ps),
+			       cs_steps[s]);
+		if (overlay) {
+			/* next to the same step without overlay */
+			snprintf(ref, sizeof(ref), "cs/4k/%s", cs_steps[s]);
+			metric_ref(m, ref, 0, 0);
+		} else if (s == 0 && k4) {
+			/* a 4 KiB first write against the 4 KiB fault floor */
+			metric_ref(m, "floor/fault-4k", '<', 1.5);
+		} else if (k4 && (s == 1 || s == 3)) {
+			metric_target(m, '<', 4000); /* 4 us per page */
+		}
+	}
+}
+
+static void build_threads(void)
+{
+	struct metric *m;
+	struct job *j;
+	char ref[40];
+
+	for (int i = 0; i < 4; i++) {
+		j = job_add(job_floor_fault,
+			    (struct job){ .ps = 4 * KiB,
+					  .threads = thread_counts[i] });
+		metric_add(j, U_KFS, "thr/bare/%d", thread_counts[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		j = job_add(job_threads,
+			    (struct job){ .threads = thread_counts[i] });
+		m = metric_add(j, U_KFS, "thr/gen/%d", thread_counts[i]);
+		snprintf(ref, sizeof(ref), "thr/bare/%d", thread_counts[i]);
+		metric_ref(m, ref, '>', 0.9);
+	}
+	for (int i = 0; i < 4; i++) {
+		j = job_add(job_cpu, (struct job){ .threads = thread_counts[i] });
+		m = metric_add(j, U_KBS, "thr/cpu/%d", thread_counts[i]);
+		if (thread_counts[i] > 1)
+			metric_ref(m, "thr/cpu/1", 0, 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		j = job_add(job_threads, (struct job){
+				.threads = thread_counts[i], .spin = true });
+		m = metric_add(j, U_KFS, "thr/spin/%d", thread_counts[i]);
+		if (thread_counts[i] > 1)
+			metric_ref(m, "thr/spin/1",
+				   thread_counts[i] == 2 ? '>' : 0, 1.7);
+	}
+}
+
+static void build_overlay(void)
+{
+	struct metric *m;
+	struct job *j;
+	char ref[40];
+
+	for (int t = 0; t < 2; t++)
+		for (int a = 0; a < 2; a++) {
+			j = job_add(job_file, (struct job){
+					.ps = 4 * KiB, .temp = temps[t],
+					.acc = accs[a], .overlay = true });
+			m = metric_add(j, acc_unit(accs[a]), "ovl/%s/%s",
+				       temp_name(temps[t]), acc_name(accs[a]));
+			snprintf(ref, sizeof(ref), "kernel/%s/%s",
+				 temp_name(temps[t]), acc_name(accs[a]));
+			metric_ref(m, ref, '>', 0.9);
+		}
+	build_changeset("ovl", 4 * KiB, true);
+}
+
+static void build_meta(void)
+{
+	struct job *j = job_add(job_meta, (struct job){ .ps = 4 * KiB });
+	struct metric *m;
+
+	metric_add(j, U_B, "meta/untouched-64g");
+	m = metric_add(j, U_BPP, "meta/per-page");
+	metric_target(m, '<', 64);
+}
+
+static struct metric *metric_find(const char *name)
+{
+	for (int i = 0; i < nmetrics; i++)
+		if (strcmp(metrics[i].name, name) == 0)
+			return &metrics[i];
+	return NULL;
+}
+
+void rows_build(void)
+{
+	build_floors_and_kernel();
+	build_gen();
+	build_file();
+	build_changeset("cs", 4 * KiB, false);
+	build_changeset("cs", 64 * KiB, false);
+	build_threads();
+	build_overlay();
+	build_meta();
+	for (int i = 0; i < nmetrics; i++) {
+		metrics[i].ref = metric_find(metrics[i].ref_name);
+		metrics[i].kref = metric_find(metrics[i].kref_name);
+	}
+}
+
+/* --only: a comma-separated list of substrings of metric names. */
+static bool name_selected(const char *name)
+{
+	const char *p = opt.only;
+
+	if (!p || !*p)
+		return true;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		char tok[64];
+
+		snprintf(tok, sizeof(tok), "%.*s", (int)n, p);
+		if (n && strstr(name, tok))
+			return true;
+		p += n + (p[n] == ',');
+	}
+	return false;
+}
+
+void rows_select(void)
+{
+	bool more = true;
+
+	for (int i = 0; i < nmetrics; i++)
+		if (name_selected(metrics[i].name))
+			metrics[i].job->run_it = true;
+	while (more) {
+		more = false;
+		for (int i = 0; i < nmetrics; i++) {
+			struct metric *m = &metrics[i];
+			struct metric *r[2] = { m->ref, m->kref };
+
+			if (!m->job->run_it)
+				continue;
+			for (int k = 0; k < 2; k++)
+				if (r[k] && !r[k]->job->run_it) {
+					r[k]->job->run_it = true;
+					more = true;
+				}
+		}
+	}
+}
+

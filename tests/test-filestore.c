@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * test-filestore.c: the built-in file store, vmp_file_store().
+ *
+ * Block b is bytes [b * blksize, (b + 1) * blksize) of the file; reads past
+ * the end give zeros and do not grow the file; a writeout pwrites the dirty
+ * blocks; the fd is not owned; bad arguments change nothing.  The same
+ * holds through a VMP_OVERLAY handle, which maps the file itself.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+struct fs {
+	int fd;
+	vmp_store store;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	size_t ps;
+};
+
+/* A file of @size bytes of generated blocks and a handle on it.  Returns
+ * false if @flags is VMP_OVERLAY and the library does not offer it. */
+static bool fs_open(struct fs *f, uint64_t size, size_t ps, unsigned flags)
+{
+	int rc;
+
+	f->ps = ps;
+	f->fd = temp_file(size, ps);
+	assert_ok(vmp_file_store(&f->store, f->fd, ps));
+	assert_ok(vmp_ram_new(&f->ram, 0));
+	rc = vmp_fileh_open(&f->fh, f->ram, &f->store, flags);
+	if ((flags & VMP_OVERLAY) && (rc == -EINVAL || rc == -EOPNOTSUPP)) {
+		f->store.ops->release(f->store.ctx);
+		assert_ok(vmp_ram_free(f->ram));
+		close(f->fd);
+		return false;
+	}
+	assert_ok(rc);
+	return true;
+}
+
+static void fs_close(struct fs *f)
+{
+	assert_ok(vmp_fileh_close(f->fh));
+	assert_ok(vmp_ram_free(f->ram));
+	/* The fd is the caller's: still open after the last close. */
+	assert_true(fcntl(f->fd, F_GETFD) >= 0);
+	close(f->fd);
+}
+
+static uint64_t file_size(int fd)
+{
+	struct stat st;
+
+	assert_int_equal(fstat(fd, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+static bool all_byte(const char *p, size_t n, char c)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != c)
+			return false;
+	return true;
+}
+
+static bool all_zero(const char *p, size_t n)
+{
+	return all_byte(p, n, 0);
+}
+
+/* --- reading -------------------------------------------------------------- */
+
+static void check_bytes(size_t ps, unsigned flags)
+{
+	struct fs f;
+	char *p, *buf = malloc(ps);
+
+	assert_non_null(buf);
+	if (!fs_open(&f, 10 * ps, ps, flags)) {
+		free(buf);
+		skip();
+	}
+	p = map_pages(f.fh, 0, 10, PROT_READ);
+	for (uint64_t b = 0; b < 10; b++) {
+		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
+		assert_int_equal(pread(f.fd, buf, ps, (off_t)(b * ps)),
+				 (ssize_t)ps);
+		assert_memory_equal(buf, p + b * ps, ps);
+	}
+	/* A mapping that starts inside the file. */
+	assert_ok(vmp_munmap(p));
+	p = map_pages(f.fh, 7, 2, PROT_READ);
+	assert_int_equal(gen_check(p + ps, ps, 8, 0), 0);
+	assert_ok(vmp_munmap(p));
+	if (flags & VMP_OVERLAY)
+		assert_u64(ram_stats(f.ram).resident_bytes, 0);
+	fs_close(&f);
+	free(buf);
+}
+
+static void test_bytes(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_bytes(os_page(), 0);
+	check_bytes(64 * KiB, 0);
+	check_bytes(2 * MiB, 0);
+}
+
+static void test_bytes_overlay(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_bytes(os_page(), VMP_OVERLAY);
+	check_bytes(64 * KiB, VMP_OVERLAY);
+}
+
+static void check_past_eof(size_t ps, unsigned flags)
+{
+	const uint64_t size = 2 * ps + ps / 2; /* 2.5 blocks */
+	struct fs f;
+	char *p;
+
+	if (!fs_open(&f, size, ps, flags))
+		skip();
+	p = map_pages(f.fh, 0, 6, PROT_READ);
+	assert_int_equal(gen_check(p + ps, ps, 1, 0), 0);
+	assert_int_equal(gen_check(p + 2 * ps, ps / 2, 2, 0), 0);
+	assert_true(all_zero(p + 2 * ps + ps / 2, ps / 2));
+	for (uint64_t b = 3; b < 6; b++)
+		assert_true(all_zero(p + b * ps, ps));
+	/* Reading does not grow the file. */
+	assert_u64(file_size(f.fd), size);
+	assert_ok(vmp_munmap(p));
+	fs_close(&f);
+}
+
+static void test_past_eof_zeros(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_past_eof(os_page(), 0);
+	check_past_eof(64 * KiB, 0);
+	check_past_eof(2 * MiB, 0);
+}
+
+/* A kernel mapping of a file past its end raises SIGBUS: an overlay handle
+ * must not let that through.  In a child, so that a SIGBUS is a clear
+ * failure, not the end of this test program. */
+static void child_overlay_past_eof(void *arg)
+{
+	(void)arg;
+	child_check_rc(vmp_fault_handler_install(), 0);
+	check_past_eof(os_page(), VMP_OVERLAY);
+}
+
+static void test_past_eof_zeros_overlay(void **state)
+{
+	struct child_result r;
+	struct fs f;
+
+	(void)state;
+	if (!fs_open(&f, os_page(), os_page(), VMP_OVERLAY))
+		skip();
+	fs_close(&f);
+	run_child(child_overlay_past_eof, NULL, &r);
+	assert_child_exited_ok(&r);
+}
+
+/* --- writing -------------------------------------------------------------- */
+
+static void check_writeout(unsigned flags)
+{
+	const size_t ps = os_page();
+	struct fs f;
+	char *p, *buf = malloc(ps);
+
+	assert_non_null(buf);
+	if (!fs_open(&f, 10 * ps, ps, flags)) {
+		free(buf);
+		skip();
+	}
+	p = map_pages(f.fh, 0, 10, PROT_READ | PROT_WRITE);
+	memset(p + ps, 'A', ps);
+	p[7 * ps + 9] = 'B';
+	assert_u64(dirty_count(f.fh), 2);
+	/* Not in the file before the writeout. */
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)ps), (ssize_t)ps);
+	assert_int_equal(gen_check(buf, ps, 1, 0), 0);
+
+	assert_ok(vmp_writeout(f.fh, VMP_WRITEOUT_STORE |
+				     VMP_WRITEOUT_MARKSTORED));
+	assert_u64(dirty_count(f.fh), 0);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)ps), (ssize_t)ps);
+	assert_true(all_byte(buf, ps, 'A'));
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(7 * ps)), (ssize_t)ps);
+	assert_int_equal(buf[9], 'B');
+	buf[9] = (char)gen_byte(7, 9, 0);
+	assert_int_equal(gen_check(buf, ps, 7, 0), 0);
+	for (uint64_t b = 0; b < 10; b++) {
+		if (b == 1 || b == 7)
+			continue;
+		assert_int_equal(pread(f.fd, buf, ps, (off_t)(b * ps)),
+				 (ssize_t)ps);
+		assert_int_equal(gen_check(buf, ps, b, 0), 0);
+	}
+	assert_u64(file_size(f.fd), 10 * ps);
+
+	/* Discarded changes never reach the file. */
+	p[2 * ps] = 'C';
+	assert_ok(vmp_discard(f.fh));
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(2 * ps)), (ssize_t)ps);
+	assert_int_equal(gen_check(buf, ps, 2, 0), 0);
+	assert_int_equal(gen_check(p + 2 * ps, ps, 2, 0), 0);
+
+	assert_ok(vmp_munmap(p));
+	fs_close(&f);
+	free(buf);
+}
+
+/* A write past the end grows the file; the hole reads as zeros. */
+static void check_write_past_eof(unsigned flags)
+{
+	const size_t ps = os_page();
+	struct fs f;
+	char *p, *buf = malloc(ps);
+
+	assert_non_null(buf);
+	if (!fs_open(&f, 10 * ps, ps, flags)) {
+		free(buf);
+		skip();
+	}
+	p = map_pages(f.fh, 9, 5, PROT_READ | PROT_WRITE);
+	p[0] = 'x';                    /* block 9, the last one */
+	assert_true(all_zero(p + 3 * ps, 2 * ps)); /* blocks 12, 13 */
+	p[4 * ps + 1] = 'E';
+	assert_ok(vmp_writeout(f.fh, VMP_WRITEOUT_STORE |
+				     VMP_WRITEOUT_MARKSTORED));
+	assert_u64(file_size(f.fd), 14 * ps);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(13 * ps)), (ssize_t)ps);
+	assert_int_equal(buf[1], 'E');
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(9 * ps)), (ssize_t)ps);
+	assert_int_equal(buf[0], 'x');
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(11 * ps)), (ssize_t)ps);
+	assert_true(all_zero(buf, ps));
+
+	assert_ok(vmp_munmap(p));
+	fs_close(&f);
+	free(buf);
+}
+
+static void test_write_past_eof(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_write_past_eof(0);
+}
+
+/* In a child: a kernel SIGBUS past the end of the base file must be a
+ * clear failure, not the end of this test program. */
+static void child_overlay_write_past_eof(void *arg)
+{
+	(void)arg;
+	child_check_rc(vmp_fault_handler_install(), 0);
+	check_write_past_eof(VMP_OVERLAY);
+}
+
+static void test_write_past_eof_overlay(void **state)
+{
+	struct child_result r;
+	struct fs f;
+
+	(void)state;
+	if (!fs_open(&f, os_page(), os_page(), VMP_OVERLAY))
+		skip();
+	fs_close(&f);
+	run_child(child_overlay_write_past_eof, NULL, &r);
+	assert_child_exited_ok(&r);
+}
+
+static void test_writeout_goes_to_file(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_writeout(0);
+}
+
+static void test_writeout_goes_to_file_overlay(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_writeout(VMP_OVERLAY);
+}
+
+/* A store over a read-only fd loads, and its writeout fails with every
+ * change kept. */
+static void test_readonly_fd(void **state)
+{
+	const size_t ps = os_page();
+	int wfd = temp_file(4 * ps, ps);
+	char path[64];
+	int fd, rc;
+	vmp_store s;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", wfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_ok(vmp_file_store(&s, fd, ps));
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_ok(vmp_fileh_open(&fh, ram, &s, 0));
+	p = map_pages(fh, 0, 4, PROT_READ | PROT_WRITE);
+	assert_int_equal(gen_check(p + ps, ps, 1, 0), 0);
+	p[ps] = 'w';
+	rc = vmp_writeout(fh, VMP_WRITEOUT_STORE | VMP_WRITEOUT_MARKSTORED);
+	if (rc != -EBADF && rc != -EROFS)
+		fail_msg("writeout to a read-only fd returned %s, expected "
+			 "-EBADF or -EROFS", errname(rc));
+	assert_u64(dirty_count(fh), 1);
+	assert_int_equal(p[ps], 'w');
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	close(fd);
+	close(wfd);
+}
+
+/* --- arguments and ownership ------------------------------------------------ */
+
+static void test_file_store_bad_args(void **state)
+{
+	const size_t ps = os_page();
+	int fd = temp_file(ps, ps);
+	int closed = dup(fd);
+	int wronly;
+	char path[64];
+	vmp_store s, before;
+	const size_t bad_sizes[] = { 0, 1, ps / 2, ps + 1, 3 * ps };
+
+	(void)state;
+	close(closed);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	wronly = open(path, O_WRONLY | O_CLOEXEC);
+	assert_true(wronly >= 0);
+	memset(&s, 0x5a, sizeof(s));
+	before = s;
+
+	assert_rc(vmp_file_store(NULL, fd, ps), -EINVAL);
+	assert_rc(vmp_file_store(&s, -1, ps), -EINVAL);
+	assert_rc(vmp_file_store(&s, -100, ps), -EINVAL);
+	for (size_t i = 0; i < ARRAY_LEN(bad_sizes); i++) {
+		int rc = vmp_file_store(&s, fd, bad_sizes[i]);
+
+		if (rc != -EINVAL)
+			fail_msg("vmp_file_store(blksize %zu) returned %s",
+				 bad_sizes[i], errname(rc));
+	}
+	assert_rc(vmp_file_store(&s, closed, ps), -EBADF);
+	assert_rc(vmp_file_store(&s, wronly, ps), -EBADF);
+	assert_memory_equal(&s, &before, sizeof(s));
+
+	close(wronly);
+	close(fd);
+}
+
+/* Never opened: the caller releases the store's context (ASan: no leak). */
+static void test_release_without_handle(void **state)
+{
+	const size_t ps = os_page();
+	int fd = temp_file(ps, ps);
+	vmp_store s;
+
+	(void)state;
+	assert_ok(vmp_file_store(&s, fd, ps));
+	assert_non_null(s.ops);
+	assert_non_null(s.ops->loadblk);
+	assert_non_null(s.ops->storeblk);
+	assert_non_null(s.ops->release);
+	assert_non_null(s.ops->base);
+	assert_int_equal(s.blksize, ps);
+	s.ops->release(s.ctx);
+	assert_true(fcntl(fd, F_GETFD) >= 0);
+	close(fd);
+}
+
+/* Two handles share the store: it is released once, by the last close. */
+static void test_two_handles(void **state)
+{
+	const size_t ps = os_page();
+	struct fs f;
+	vmp_fileh *fh2;
+	char *a, *b;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_true(fs_open(&f, 4 * ps, ps, 0));
+	assert_ok(vmp_fileh_open(&fh2, f.ram, &f.store, 0));
+	a = map_pages(f.fh, 0, 4, PROT_READ | PROT_WRITE);
+	b = map_pages(fh2, 0, 4, PROT_READ);
+	a[0] = 'q';
+	assert_int_equal((uint8_t)b[0], gen_byte(0, 0, 0));
+	assert_ok(vmp_writeout(f.fh, VMP_WRITEOUT_STORE |
+				     VMP_WRITEOUT_MARKSTORED));
+	assert_ok(vmp_invalidate(fh2, 0, 4));
+	assert_int_equal(b[0], 'q');
+	assert_ok(vmp_munmap(a));
+	assert_ok(vmp_munmap(b));
+	assert_ok(vmp_fileh_close(fh2));
+	fs_close(&f);
+}
+
+FD_CHECKED(test_bytes)
+FD_CHECKED(test_bytes_overlay)
+FD_CHECKED(test_past_eof_zeros)
+FD_CHECKED(test_past_eof_zeros_overlay)
+FD_CHECKED(test_writeout_goes_to_file)
+FD_CHECKED(test_writeout_goes_to_file_overlay)
+FD_CHECKED(test_write_past_eof)
+FD_CHECKED(test_write_past_eof_overlay)
+FD_CHECKED(test_readonly_fd)
+FD_CHECKED(test_file_store_bad_args)
+FD_CHECKED(test_release_without_handle)
+FD_CHECKED(test_two_handles)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		FD_TEST(test_bytes),
+		FD_TEST(test_bytes_overlay),
+		FD_TEST(test_past_eof_zeros),
+		FD_TEST(test_past_eof_zeros_overlay),
+		FD_TEST(test_writeout_goes_to_file),
+		FD_TEST(test_writeout_goes_to_file_overlay),
+		FD_TEST(test_write_past_eof),
+		FD_TEST(test_write_past_eof_overlay),
+		FD_TEST(test_readonly_fd),
+		FD_TEST(test_file_store_bad_args),
+		FD_TEST(test_release_without_handle),
+		FD_TEST(test_two_handles),
+	};
+
+	if (vmp_fault_handler_install() == -ENOSYS)
+		return TEST_SKIP; /* libsigsegv cannot catch faults here */
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * thread-util.h: what the multi-threaded tests (test-threads.c,
+ * test-stress.c) share on top of helpers.h.
+ *
+ *  - stamps: self-validating 64-bit words.  Word w of page p written with
+ *    stamp s holds (s << 32) | hash(p, w, s).  A reader that does not know
+ *    what the page should hold right now can still check that each word it
+ *    sees was written for exactly that page and word, and by which write;
+ *    bytes of another page, of another word, zeros or torn words fail.
+ *  - ld64/st64: mapped memory that several threads touch at once is read and
+ *    written with atomics (acquire/release: plain moves on x86), so that the
+ *    test itself has no data race (ThreadSanitizer sees none), the compiler
+ *    keeps every access, and stamps are ordered (stamp_publish).
+ *  - tfail: worker threads must not call cmocka's asserts (they longjmp to
+ *    the main thread's stack); they record the first failure here and stop,
+ *    and the main thread fails the test with that message after the joins.
+ *  - watchdog: a deadlock must fail the test, not hang it: SIGALRM prints
+ *    what was running and aborts.
+ */
+#ifndef VMP_TEST_THREAD_UTIL_H
+#define VMP_TEST_THREAD_UTIL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t ld64(const void *p)
+{
+	return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+}
+
+static inline void st64(void *p, uint64_t v)
+{
+	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+}
+
+/* --- stamps ----------------------------------------------------------------- */
+
+static inline uint32_t stamp_hash(uint64_t page, uint64_t word, uint32_t s)
+{
+	uint64_t x = page * 0x9e3779b97f4a7c15ull ^ (word << 40) ^
+		     ((uint64_t)s * 0xd1b54a32d192ed03ull) ^ 0x5555;
+
+	x ^= x >> 31;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 29;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 32;
+	return (uint32_t)x;
+}
+
+static inline uint64_t stamp_word(uint64_t page, uint64_t word, uint32_t s)
+{
+	return ((uint64_t)s << 32) | stamp_hash(page, word, s);
+}
+
+/* True if @v is a stamp word of (@page, @word); its stamp in *@s. */
+static inline bool stamp_decode(uint64_t v, uint64_t page, uint64_t word,
+				uint32_t *s)
+{
+	*s = (uint32_t)(v >> 32);
+	return (uint32_t)v == stamp_hash(page, word, *s);
+}
+
+/*
+ * The writer of a page publishes the stamp it is about to write (@pmax)
+ * before writing any word with it (st64: release); a reader calls
+ * stamp_newest() after it read the words (ld64: acquire).  So a reader that
+ * saw a word with stamp s then reads a pmax >= s.  (No fences: TSan does
+ * not model them.)
+ */
+static inline void stamp_publish(uint32_t *pmax, uint32_t s)
+{
+	__atomic_store_n(pmax, s, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t stamp_newest(const uint32_t *pmax)
+{
+	return __atomic_load_n(pmax, __ATOMIC_RELAXED);
+}
+
+/* --- failures in worker threads ------------------------------------------- */
+
+struct tfail {
+	pthread_mutex_t lock;
+	int failed; /* atomic */
+	char msg[4096];
+};
+
+static struct tfail tfail_state = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static inline void tfail_reset(void)
+{
+	__atomic_store_n(&tfail_state.failed, 0, __ATOMIC_SEQ_CST);
+	tfail_state.msg[0] = '\0';
+}
+
+static inline bool tfailed(void)
+{
+	return __atomic_load_n(&tfail_state.failed, __ATOMIC_ACQUIRE);
+}
+
+/* Record the first failure (later ones are counted in the message). */
+static inline void __attribute__((format(printf, 1, 2)))
+tfail(const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&tfail_state.lock);
+	if (!tfail_state.failed) {
+		va_start(ap, fmt);
+		vsnprintf(tfail_state.msg, sizeof(tfail_state.msg), fmt, ap);
+		va_end(ap);
+		__atomic_store_n(&tfail_state.failed, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&tfail_state.lock);
+}
+
+/* Main thread, after joining the workers. */
+#define assert_no_thread_failure()                                             \
+	do {                                                                   \
+		if (tfailed())                                                 \
+			fail_msg("%s", tfail_state.msg);                       \
+	} while (0)
+
+/* --- watchdog --------------------------------------------------------------- */
+
+static char watchdog_msg[256];
+
+static inline void watchdog_fire(int sig)
+{
+	(void)sig;
+	(void)!write(2, watchdog_msg, strlen(watchdog_msg));
+	abort();
+}
+
+/* Abort with a message naming @what if not disarmed within @seconds. */
+static inline void watchdog_arm(unsigned seconds, const char *what)
+{
+	struct sigaction sa;
+
+	snprintf(watchdog_msg, sizeof(watchdog_msg),
+		 "\nwatchdog: %s did not finish within %u s: deadlock? "
+		 "aborting\n", what, seconds);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = watchdog_fire;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	alarm(seconds);
+}
+
+static inline void watchdog_disarm(void)
+{
+	alarm(0);
+}
+
+/* Scale for slow builds (sanitizers): $VMPAGE_TIME_SCALE, default 1. */
+static inline double time_scale(void)
+{
+	const char *s = getenv("VMPAGE_TIME_SCALE");
+	double f = s && *s ? atof(s) : 1.0;
+
+	return f > 0 ? f : 1.0;
+}
+
+#endif /* VMP_TEST_THREAD_UTIL_H */
