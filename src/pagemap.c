@@ -73,7 +73,7 @@ int pagemap_reserve(struct vmp_pagemap *pm, size_t n)
 	size_t need = pm->count + n;
 	size_t capacity = pm->capacity ? pm->capacity : PAGEMAP_MIN_CAPACITY;
 
-	while (need > capacity / 4 * 3)
+	while (need > capacity / 8 * 7)
 		capacity *= 2;
 	if (capacity == pm->capacity)
 		return 0;
@@ -82,7 +82,7 @@ int pagemap_reserve(struct vmp_pagemap *pm, size_t n)
 
 void pagemap_insert(struct vmp_pagemap *pm, struct vmp_page *page)
 {
-	vmp_assert(pm->count + 1 <= pm->capacity / 4 * 3);
+	vmp_assert(pm->count + 1 <= pm->capacity / 8 * 7);
 	insert_slot(pm->slots, pm->capacity, page);
 	pm->count++;
 }

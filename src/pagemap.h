@@ -7,7 +7,8 @@
  * store with three pages loaded holds a table of a few hundred slots.
  *
  * Invariants: pm->count == number of non-NULL slots;
- *             pm->count <= 3/4 pm->capacity (grown before that);
+ *             pm->count <= 7/8 pm->capacity (grown before that: linear
+ *             probing with Fibonacci hashing stays short at that load);
  *             every page sits in the probe chain that starts at its hash.
  * Locking: the owner's lock (ram->lock, see internal.h).  Tables are
  * allocated with mmap, never malloc, because the fault handler inserts.

@@ -23,7 +23,7 @@
 
 #include "internal.h"
 
-#define POOL_CHUNK (64 * 1024)
+#define POOL_CHUNK (16 * 1024)
 #define RECLAIM_BATCH 64
 
 /* --- the page allocator: fixed-size slots carved from mmap'ed chunks,
