@@ -148,8 +148,9 @@ struct vmp_stats {
  * @param ramp  receives the new RAM; the caller owns it (vmp_ram_free()).
  * @param limit_bytes  the most page memory its handles may hold.  0 takes the
  *        limit from the environment variable VMPAGE_MEMLIMIT ("64m", "2g",
- *        "512k", or plain bytes), or no limit when the variable is unset or
- *        empty.  A limit smaller than one page still allows one page.
+ *        "512k", or plain bytes; the suffix k/m/g/t in either case, may be
+ *        followed by "b"), or no limit when the variable is unset or empty.
+ *        A limit smaller than one page still allows one page.
  * @return 0, -EINVAL (@p ramp NULL, or VMPAGE_MEMLIMIT malformed: a message
  *         naming the value goes to stderr), -ENOMEM.
  */
@@ -241,7 +242,10 @@ int vmp_munmap(void *addr);
  * @p write make them dirty, as touching them would.  Use it before passing
  * mapped memory to a system call (read(2) into an unloaded page fails with
  * EFAULT).  Under a memory limit, pages prefaulted early may be reclaimed
- * again before use if the range exceeds the limit.
+ * again before use if the range exceeds the limit.  Unlike other calls, a
+ * prefault that fails midway leaves the pages before the failing one loaded
+ * (and with @p write, dirty): as many as touching them would have.  No fault
+ * error handler or guard is involved: the error is returned.
  * @return 0, -EINVAL (range not inside one mapping, write on a read-only
  *         mapping), the fault's error (loadblk's errno, -ENOMEM).
  */
@@ -337,7 +341,11 @@ int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
  * and vmp_guard returns that negative errno; otherwise it returns fn's
  * return value.  Guards nest and are per thread.  fn must be written so that
  * abandoning it midway is safe (no locks of its own held across accesses to
- * mapped memory).  @return fn's value, the fault's -errno, -EINVAL (NULL).
+ * mapped memory).  A guard catches the faults of its own loadblk nesting
+ * level: a fault that fails inside a loadblk (a store reading another
+ * mapping) is caught only by a guard set inside that loadblk, because the
+ * load around it must finish; otherwise it gets the default action.
+ * @return fn's value, the fault's -errno, -EINVAL (NULL).
  */
 int vmp_guard(int (*fn)(void *arg), void *arg);
 
