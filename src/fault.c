@@ -574,13 +574,16 @@ static int fault_serve(void *addr)
 
 	if (!v)
 		return 0;
-	if (check_fork(v->fh->ram->fork_gen) || tls.nserving == MAX_NEST)
-		return 0; /* cannot happen: the registry is emptied at fork */
 	ram = v->fh->ram;
-	tls.serving[tls.nserving++] = v;
 	fe.fh = v->fh;
 	fe.blk = page_of(v, a);
 	ram_lock(ram);
+	if (tls.nserving == MAX_NEST) {
+		/* loadblks nested this deep: refuse rather than overflow */
+		ret = fail(&fe, VMP_FAULT_RECURSION, -ELOOP);
+		goto out;
+	}
+	tls.serving[tls.nserving++] = v;
 	ram->stats.faults++;
 	for (;;) {
 		ret = serve(v, fe.blk, false, zero, &fe);
@@ -592,9 +595,10 @@ static int fault_serve(void *addr)
 		else if (answer != VMP_FAULT_RETRY)
 			break;
 	}
+	tls.nserving--;
+out:
 	vma_unpin(v);
 	pthread_mutex_unlock(&ram->lock);
-	tls.nserving--;
 	if (ret >= 0)
 		return ret;
 	tls.last_error = fe;
