@@ -38,6 +38,7 @@ struct guard {
 	sigjmp_buf env;
 	int err;
 	unsigned depth; /* tls.nloading when the guard was set */
+	bool segv_masked; /* tls.segv_masked then */
 	struct guard *prev;
 };
 
@@ -64,6 +65,8 @@ static __thread struct fault_tls {
 	struct vmp_vma *serving[MAX_NEST];
 	unsigned nserving;
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
+	bool locked;      /* holds a ram->lock in the fault path */
+	bool segv_masked; /* in vmp_prefault, which blocks SIGSEGV */
 	struct guard *guard;
 	struct vmp_fault_error last_error;
 } tls __attribute__((tls_model("initial-exec")));
@@ -129,6 +132,25 @@ static struct loading_run *loading_here(const struct vmp_fileh *fh, uint64_t idx
 			return r;
 	}
 	return NULL;
+}
+
+/*
+ * The fault path's locking.  SIGSEGV is not blocked in our handler (it is
+ * installed SA_NODEFER, so that a loadblk may touch other mappings without
+ * two sigprocmask calls per fault); instead a fault that arrives while this
+ * thread holds the lock here is declined (see fault_serve), which crashes
+ * the program at once instead of deadlocking it, as blocking would.
+ */
+static void fault_lock(vmp_ram *ram)
+{
+	ram_lock(ram);
+	tls.locked = true;
+}
+
+static void fault_unlock(vmp_ram *ram)
+{
+	tls.locked = false;
+	pthread_mutex_unlock(&ram->lock);
 }
 
 static int fail(struct vmp_fault_error *fe, enum vmp_fault_what what, int err)
@@ -299,9 +321,9 @@ static int run_conflict(struct loading_run *r, uint64_t idx,
 	}
 	if (idx == r->cur)
 		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
-	pthread_mutex_unlock(&r->fh->ram->lock);
+	fault_unlock(r->fh->ram);
 	ret = run_write(r, r->cur);
-	ram_lock(r->fh->ram);
+	fault_lock(r->fh->ram);
 	if (ret)
 		return fail(fe, VMP_FAULT_LOAD, ret);
 	ret = run_install(r, r->cur);
@@ -375,7 +397,7 @@ static int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 		return (int)made;
 
 	tls.loading[tls.nloading++] = &r;
-	pthread_mutex_unlock(&ram->lock);
+	fault_unlock(ram);
 	r.buf = bounce_get((size_t)made << fh->pageshift);
 	if (!r.buf) {
 		err = -ENOMEM;
@@ -383,19 +405,21 @@ static int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	} else if (zero) {
 		memset(r.buf, 0, (size_t)made << fh->pageshift);
 		filled = r.hi;
-	} else {
+	} else if (tls.segv_masked) {
 		/* the store may touch other mappings: let their faults in */
 		sigemptyset(&segv);
 		sigaddset(&segv, SIGSEGV);
 		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
 		filled = run_fill(&r, &err);
 		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	} else {
+		filled = run_fill(&r, &err);
 	}
 	if (filled > r.lo && (ret = run_write(&r, filled))) {
 		err = ret;
 		filled = r.lo;
 	}
-	ram_lock(ram);
+	fault_lock(ram);
 	tls.nloading--;
 
 	ram->stats.loads += filled - r.base;
@@ -557,9 +581,9 @@ static int ask_error_handler(struct vmp_fileh *fh, const struct vmp_fault_error 
 
 	if (!fn)
 		return VMP_FAULT_DEFAULT;
-	pthread_mutex_unlock(&fh->ram->lock);
+	fault_unlock(fh->ram);
 	answer = fn(fe, arg);
-	ram_lock(fh->ram);
+	fault_lock(fh->ram);
 	return answer;
 }
 
@@ -577,7 +601,14 @@ static int fault_serve(void *addr)
 	ram = v->fh->ram;
 	fe.fh = v->fh;
 	fe.blk = page_of(v, a);
-	ram_lock(ram);
+	if (tls.locked) {
+		/* a fault inside the fault path itself: a bug, crash now */
+		ram_lock(ram);
+		vma_unpin(v);
+		pthread_mutex_unlock(&ram->lock);
+		return 0;
+	}
+	fault_lock(ram);
 	if (tls.nserving == MAX_NEST) {
 		/* loadblks nested this deep: refuse rather than overflow */
 		ret = fail(&fe, VMP_FAULT_RECURSION, -ELOOP);
@@ -598,7 +629,7 @@ static int fault_serve(void *addr)
 	tls.nserving--;
 out:
 	vma_unpin(v);
-	pthread_mutex_unlock(&ram->lock);
+	fault_unlock(ram);
 	if (ret >= 0)
 		return ret;
 	tls.last_error = fe;
@@ -692,13 +723,31 @@ static int on_sigsegv(void *fault_address, int serious)
 
 VMP_EXPORT int vmp_fault_handler_install(void)
 {
+	struct sigaction sa;
+
 	pthread_once(&bounce_key_once, bounce_key_init);
-	return sigsegv_install_handler(on_sigsegv) < 0 ? -ENOSYS : 0;
+	if (sigsegv_install_handler(on_sigsegv) < 0)
+		return -ENOSYS;
+	/* SA_NODEFER: a loadblk may fault on other mappings (see fault_lock) */
+	if (sigaction(SIGSEGV, NULL, &sa) == 0 && !(sa.sa_flags & SA_NODEFER)) {
+		sa.sa_flags |= SA_NODEFER;
+		sigaction(SIGSEGV, &sa, NULL);
+	}
+	return 0;
 }
 
 VMP_EXPORT int vmp_handle_fault(void *addr)
 {
-	return fault_serve(addr);
+	bool masked = tls.segv_masked;
+	sigset_t cur;
+	int ret;
+
+	/* called from another SIGSEGV handler: SIGSEGV is likely blocked */
+	pthread_sigmask(SIG_BLOCK, NULL, &cur);
+	tls.segv_masked = sigismember(&cur, SIGSEGV);
+	ret = fault_serve(addr);
+	tls.segv_masked = masked;
+	return ret;
 }
 
 VMP_EXPORT int vmp_guard(int (*fn)(void *arg), void *arg)
@@ -710,9 +759,11 @@ VMP_EXPORT int vmp_guard(int (*fn)(void *arg), void *arg)
 		return -EINVAL;
 	g.prev = tls.guard;
 	g.depth = tls.nloading;
+	g.segv_masked = tls.segv_masked;
 	g.err = 0;
 	if (sigsetjmp(g.env, 1)) {
 		tls.guard = g.prev;
+		tls.segv_masked = g.segv_masked;
 		return g.err;
 	}
 	tls.guard = &g;
@@ -773,15 +824,21 @@ VMP_EXPORT int vmp_prefault(const void *addr, size_t len, int write)
 		return -EINVAL;
 	}
 	ram = v->fh->ram;
-	tls.serving[tls.nserving++] = v; /* nserving < MAX_NEST: API call */
-	ram_lock(ram);
+	fault_lock(ram);
 	if (a + len > v->end || (write && !(v->prot & PROT_WRITE)))
 		ret = -EINVAL;
-	else
+	else if (tls.nserving == MAX_NEST)
+		ret = -ELOOP;
+	else {
+		bool masked = tls.segv_masked;
+		tls.segv_masked = true;
+		tls.serving[tls.nserving++] = v;
 		ret = prefault_range(v, a, len, write);
+		tls.nserving--;
+		tls.segv_masked = masked;
+	}
 	vma_unpin(v);
-	pthread_mutex_unlock(&ram->lock);
-	tls.nserving--;
+	fault_unlock(ram);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	return ret;
 }
