@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 
 #include "internal.h"
 
@@ -15,20 +16,45 @@ struct file_store {
 	unsigned shift; /* log2(blksize) */
 };
 
+/*
+ * Read blocks as the kernel's own file mapping would.  When the bytes are in
+ * the page cache, one non-blocking read gets them.  When they are not, ask
+ * the kernel to read ahead, asynchronously, what a fault on a kernel mapping
+ * would: the read-around window of a single block, or the next run after a
+ * read-ahead run, so that the disk works while the program reads.
+ */
+#define READ_AROUND ((uint64_t)128 << 10) /* the kernel's read_ahead_kb */
+
+static int file_read(struct file_store *fs, void *buf, uint64_t off, size_t len)
+{
+	struct iovec iov = { buf, len };
+	int saved = errno;
+	ssize_t n = preadv2(fs->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+
+	errno = saved;
+	if (n == (ssize_t)len)
+		return 0;
+	if (len < READ_AROUND)
+		(void)posix_fadvise(fs->fd, (off_t)(off & ~(READ_AROUND - 1)),
+				    (off_t)READ_AROUND, POSIX_FADV_WILLNEED);
+	else
+		(void)posix_fadvise(fs->fd, (off_t)off, (off_t)(2 * len),
+				    POSIX_FADV_WILLNEED);
+	return os_pread_zerofill(fs->fd, buf, len, off);
+}
+
 static int file_loadblk(void *ctx, uint64_t blk, void *buf)
 {
 	struct file_store *fs = ctx;
 
-	return os_pread_zerofill(fs->fd, buf, (size_t)1 << fs->shift,
-				 blk << fs->shift);
+	return file_read(fs, buf, blk << fs->shift, (size_t)1 << fs->shift);
 }
 
 static int file_loadblks(void *ctx, uint64_t blk, uint64_t n, void *buf)
 {
 	struct file_store *fs = ctx;
 
-	return os_pread_zerofill(fs->fd, buf, (size_t)n << fs->shift,
-				 blk << fs->shift);
+	return file_read(fs, buf, blk << fs->shift, (size_t)n << fs->shift);
 }
 
 static int file_storeblk(void *ctx, uint64_t blk, const void *buf)
