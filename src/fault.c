@@ -215,7 +215,7 @@ static uint64_t run_fill(struct loading_run *r, int *errp)
 			break;
 		}
 	}
-	return r->cur;
+	return r->cur < r->hi ? r->cur : r->hi;
 }
 
 /* Copy filled blocks [r->lo, upto) into the memfd.  No lock held. */
@@ -240,14 +240,38 @@ static void loading_abandon(struct vmp_page *p, bool punch)
 	page_drop(p);
 }
 
-/* Map pages[0..n) (consecutive, filled) in every vma and mark them. */
+#define MAX_REMAP_OPS 16 /* mappings of one handle mapped unlocked */
+
+/*
+ * Map pages[0..n) (consecutive, filled) in every vma and mark them.
+ * ram->lock held, and dropped for the mprotects: other threads' faults go
+ * on meanwhile (pages being mapped are PAGE_MAPPING and still LOADING, so
+ * faults on them wait, and invalidate waits for them).
+ */
 static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 			 uint64_t n, const struct vmp_page *to)
 {
 	vmp_ram *ram = fh->ram;
-	int ret = fh_remap_run(fh, pages[0]->index, n, &page_absent, to);
+	struct remap_op ops[MAX_REMAP_OPS];
+	uint64_t i;
+	int nops, ret = 0;
 
-	for (uint64_t i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
+		pages[i]->flags |= PAGE_MAPPING;
+	nops = fh_remap_plan(fh, pages[0]->index, n, &page_absent, to, ops,
+			     MAX_REMAP_OPS);
+	if (nops >= 0) {
+		fault_unlock(ram);
+		remap_ops_apply(ops, nops);
+		fault_lock(ram);
+		ret = remap_ops_finish(ops, nops, 0);
+	}
+	for (i = 0; i < n; i++)
+		pages[i]->flags &= (uint8_t)~PAGE_MAPPING;
+	if (nops < 0) /* mapped many times over: do it under the lock */
+		ret = fh_remap_run(fh, pages[0]->index, n, &page_absent, to);
+
+	for (i = 0; i < n; i++) {
 		struct vmp_page *p = pages[i];
 		if (ret) {
 			loading_abandon(p, true);

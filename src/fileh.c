@@ -474,7 +474,18 @@ VMP_EXPORT int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen)
 	    (ret = fh_check_range(fh, pgoffset, pglen)))
 		return ret;
 	ram_lock_api(fh->ram, &saved);
+again:
 	n = pagemap_collect(&fh->pagemap, pgoffset, pgoffset + pglen, &pages);
+	for (i = 0; i < n; i++) {
+		/* a loaded page being mapped: let it land, then drop it */
+		if (pages[i]->state == PAGE_LOADING &&
+		    (pages[i]->flags & PAGE_MAPPING)) {
+			struct vmp_page *p = pages[i];
+			free(pages);
+			page_wait(fh->ram, p);
+			goto again;
+		}
+	}
 	for (i = 0; i < n; i++) {
 		if (pages[i]->state == PAGE_LOADING)
 			pages[i]->flags |= PAGE_INVALIDATED;

@@ -20,7 +20,8 @@
  *
  * Mapping invariant (what every vma shows, derived from page state, see
  * vma_class()): in each vma of a handle covering page p,
- *   p absent, LOADING or INACTIVE    -> PROT_NONE
+ *   p absent, LOADING or INACTIVE    -> PROT_NONE (LOADING+MAPPING: on
+ *                                       its way to LOADED, or DIRTY)
  *   p LOADED                         -> PROT_READ
  *   p DIRTY and the vma is writable  -> PROT_READ|PROT_WRITE
  *                                       (PROT_READ while write-protected for
@@ -58,6 +59,9 @@ enum page_flags {
 	PAGE_WP = 1u << 2,          /* DIRTY, write-protected for a writeout
 				       and not written since */
 	PAGE_ZERO = 1u << 3,        /* LOADED with zeros by VMP_FAULT_ZERO */
+	PAGE_MAPPING = 1u << 4,     /* LOADING, bytes in the memfd: the loader
+				       is mapping it with ram->lock dropped;
+				       shows as what it becomes (vma_class) */
 };
 
 /*
@@ -219,6 +223,26 @@ int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 /* Same for a single page moving from its current state to @to. */
 int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
 		  const struct vmp_page *to);
+/*
+ * The same in three steps, so that the mprotects run without ram->lock:
+ * fh_remap_plan (locked) accounts the change and pins each vma that needs
+ * one, filling @ops (at most @max, else -ENOSPC and nothing done);
+ * remap_ops_apply (unlocked) changes the protections; remap_ops_finish
+ * (locked) unpins and, if any op failed (or @err is set), puts every vma
+ * back as it was and returns that error.  The pages must not change state
+ * in between: the caller marks them (PAGE_MAPPING).
+ */
+struct remap_op {
+	struct vmp_vma *v;
+	uint64_t idx, n;
+	uint8_t oldc, newc; /* enum vma_class */
+	int err;
+};
+int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+		  const struct vmp_page *from, const struct vmp_page *to,
+		  struct remap_op *ops, int max);
+void remap_ops_apply(struct remap_op *ops, int n);
+int remap_ops_finish(struct remap_op *ops, int n, int err);
 /* Kernel VMAs the remap would add (may be negative). */
 long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		   const struct vmp_page *from, const struct vmp_page *to);

@@ -145,8 +145,16 @@ static struct vmp_vma *registry_remove(uintptr_t addr)
 
 enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p)
 {
+	bool overlay = v->fh->flags & VMP_OVERLAY;
+
+	if (p && p->state == PAGE_LOADING && (p->flags & PAGE_MAPPING)) {
+		/* being mapped outside the lock: count it as what it becomes */
+		if (!overlay)
+			return CLASS_R;
+		return (v->prot & PROT_WRITE) ? CLASS_RW : CLASS_R;
+	}
 	if (!p || p->state == PAGE_LOADING || p->state == PAGE_GONE)
-		return (v->fh->flags & VMP_OVERLAY) ? CLASS_BASE : CLASS_NONE;
+		return overlay ? CLASS_BASE : CLASS_NONE;
 	if (p->state == PAGE_LOADED)
 		return (p->flags & PAGE_INACTIVE) ? CLASS_NONE : CLASS_R;
 	if ((v->prot & PROT_WRITE) && !(p->flags & PAGE_WP))
@@ -296,6 +304,61 @@ rollback:
 		}
 	}
 	return ret;
+}
+
+/* Account a change of class for @op's pages in its vma, pinned. */
+static void account(struct vmp_vma *v, long d)
+{
+	v->kvmas += d;
+	__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
+}
+
+int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
+		  const struct vmp_page *from, const struct vmp_page *to,
+		  struct remap_op *ops, int max)
+{
+	struct vmp_vma *v;
+	int k = 0;
+
+	list_for_each_entry(v, &fh->vmas, fh_link) {
+		uint64_t a = idx, len = n;
+		enum vma_class oldc = vma_class(v, from), newc = vma_class(v, to);
+		if (oldc == newc || !clip(v, &a, &len))
+			continue;
+		if (k == max) {
+			remap_ops_finish(ops, k, -ENOSPC);
+			return -ENOSPC;
+		}
+		account(v, boundary_delta(v, a, len, oldc, newc));
+		__atomic_add_fetch(&v->inflight, 1, __ATOMIC_ACQUIRE);
+		ops[k++] = (struct remap_op){ v, a, len, (uint8_t)oldc, (uint8_t)newc, 0 };
+	}
+	return k;
+}
+
+void remap_ops_apply(struct remap_op *ops, int n)
+{
+	for (int i = 0; i < n; i++)
+		ops[i].err = apply_class(ops[i].v, ops[i].idx, ops[i].n,
+					 ops[i].oldc, ops[i].newc);
+}
+
+int remap_ops_finish(struct remap_op *ops, int n, int err)
+{
+	int i;
+
+	for (i = 0; i < n && !err; i++)
+		err = ops[i].err;
+	for (i = 0; i < n; i++) {
+		struct remap_op *op = &ops[i];
+		/* on failure, what changed goes back and the count with it */
+		if (err && (op->err ||
+			    apply_class(op->v, op->idx, op->n, op->newc, op->oldc) == 0))
+			account(op->v, boundary_delta(op->v, op->idx, op->n,
+						      op->newc, op->oldc));
+		vma_unpin(op->v);
+	}
+	return err;
 }
 
 int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
