@@ -251,6 +251,13 @@ static bool clip(const struct vmp_vma *v, uint64_t *idx, uint64_t *n)
 	return true;
 }
 
+/* Add @d to @v's kernel VMA count and the process total. */
+static void account(struct vmp_vma *v, long d)
+{
+	v->kvmas += d;
+	__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
+}
+
 long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		   const struct vmp_page *from, const struct vmp_page *to)
 {
@@ -282,8 +289,7 @@ int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		ret = apply_class(v, a, len, oldc, newc);
 		if (ret)
 			goto rollback;
-		v->kvmas += d;
-		__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
+		account(v, d);
 	}
 	return 0;
 
@@ -298,19 +304,10 @@ rollback:
 		if (oldc == newc || !clip(done, &a, &len))
 			continue;
 		long d = boundary_delta(done, a, len, newc, oldc);
-		if (apply_class(done, a, len, newc, oldc) == 0) {
-			done->kvmas += d;
-			__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
-		}
+		if (apply_class(done, a, len, newc, oldc) == 0)
+			account(done, d);
 	}
 	return ret;
-}
-
-/* Account a change of class for @op's pages in its vma, pinned. */
-static void account(struct vmp_vma *v, long d)
-{
-	v->kvmas += d;
-	__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
 }
 
 int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
@@ -392,10 +389,8 @@ static int vma_show_resident(struct vmp_vma *v)
 			continue;
 		long d = boundary_delta(v, pages[i]->index, (uint64_t)(j - i), none, c);
 		ret = apply_class(v, pages[i]->index, (uint64_t)(j - i), none, c);
-		if (!ret) {
-			v->kvmas += d;
-			__atomic_add_fetch(&vmp_kvma_used, d, __ATOMIC_RELAXED);
-		}
+		if (!ret)
+			account(v, d);
 	}
 	free(pages);
 	return ret;
@@ -431,6 +426,21 @@ static int reserve(struct vmp_fileh *fh, struct vmp_vma *v)
 	return ret;
 }
 
+/*
+ * Take @v off its handle, once no fault or loader holds it pinned (they
+ * may be about to change its protections).  ram->lock held.
+ */
+static void vma_unlink(struct vmp_vma *v)
+{
+	vmp_ram *ram = v->fh->ram;
+
+	while (__atomic_load_n(&v->inflight, __ATOMIC_ACQUIRE))
+		pthread_cond_wait(&ram->unmap_cond, &ram->lock);
+	list_del(&v->fh_link);
+	v->fh->nvma--;
+	account(v, -v->kvmas);
+}
+
 VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 			int prot, void **addrp)
 {
@@ -452,7 +462,6 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 	v->prot = prot;
 	v->pgoffset = pgoffset;
 	v->npages = pglen;
-	v->kvmas = 1;
 	v->end = (uintptr_t)(pglen << fh->pageshift); /* length until reserved */
 	list_init(&v->fh_link);
 
@@ -470,13 +479,10 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 	ram_lock_api(fh->ram, &saved);
 	list_add_tail(&v->fh_link, &fh->vmas);
 	fh->nvma++;
-	__atomic_add_fetch(&vmp_kvma_used, 1, __ATOMIC_RELAXED);
+	account(v, 1); /* the reservation itself */
 	ret = vma_show_resident(v);
-	if (ret) {
-		list_del(&v->fh_link);
-		fh->nvma--;
-		__atomic_sub_fetch(&vmp_kvma_used, v->kvmas, __ATOMIC_RELAXED);
-	}
+	if (ret)
+		vma_unlink(v);
 	ram_unlock_api(fh->ram, &saved);
 	if (ret)
 		goto out_unmap;
@@ -484,17 +490,15 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 	registry_wrlock(&saved);
 	ret = registry_insert(v);
 	registry_wrunlock(&saved);
-	if (ret) {
-		ram_lock_api(fh->ram, &saved);
-		list_del(&v->fh_link);
-		fh->nvma--;
-		__atomic_sub_fetch(&vmp_kvma_used, v->kvmas, __ATOMIC_RELAXED);
-		ram_unlock_api(fh->ram, &saved);
-		goto out_unmap;
-	}
+	if (ret)
+		goto out_unlink;
 	*addrp = (void *)v->start;
 	return 0;
 
+out_unlink:
+	ram_lock_api(fh->ram, &saved);
+	vma_unlink(v);
+	ram_unlock_api(fh->ram, &saved);
 out_unmap:
 	os_unmap((void *)v->start, v->end - v->start);
 out_free:
@@ -520,11 +524,7 @@ VMP_EXPORT int vmp_munmap(void *addr)
 
 	ram = v->fh->ram;
 	ram_lock_api(ram, &saved);
-	while (__atomic_load_n(&v->inflight, __ATOMIC_ACQUIRE))
-		pthread_cond_wait(&ram->unmap_cond, &ram->lock);
-	list_del(&v->fh_link);
-	v->fh->nvma--;
-	__atomic_sub_fetch(&vmp_kvma_used, v->kvmas, __ATOMIC_RELAXED);
+	vma_unlink(v);
 	ram_unlock_api(ram, &saved);
 
 	os_unmap((void *)v->start, v->end - v->start);
