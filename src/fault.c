@@ -483,16 +483,26 @@ static int remap(struct vmp_page *p, const struct vmp_page *to,
 	return 0;
 }
 
-static int reactivate(struct vmp_page *p, struct vmp_fault_error *fe)
+/* Clear @flag of @p and show the result in every vma; 0 or remap()'s. */
+static int remap_clear_flag(struct vmp_page *p, uint8_t flag,
+			    struct vmp_fault_error *fe)
 {
 	struct vmp_page to = *p;
 	int ret;
 
-	to.flags &= (uint8_t)~PAGE_INACTIVE;
+	to.flags &= (uint8_t)~flag;
 	ret = remap(p, &to, fe);
+	if (!ret)
+		p->flags = to.flags;
+	return ret;
+}
+
+static int reactivate(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	int ret = remap_clear_flag(p, PAGE_INACTIVE, fe);
+
 	if (ret)
 		return ret;
-	p->flags = to.flags;
 	p->mapper = thread_tag();
 	lru_reactivated(p->fh->ram, p);
 	return 1;
@@ -519,15 +529,9 @@ static int make_dirty(struct vmp_page *p, struct vmp_fault_error *fe)
 /* A write to a page write-protected for a writeout: it is dirty again. */
 static int unprotect(struct vmp_page *p, struct vmp_fault_error *fe)
 {
-	struct vmp_page to = *p;
-	int ret;
+	int ret = remap_clear_flag(p, PAGE_WP, fe);
 
-	to.flags &= (uint8_t)~PAGE_WP;
-	ret = remap(p, &to, fe);
-	if (ret)
-		return ret;
-	p->flags = to.flags;
-	return 1;
+	return ret ? ret : 1;
 }
 
 /*

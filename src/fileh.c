@@ -149,6 +149,20 @@ int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 	return 0;
 }
 
+/* Lock the RAM of @fh for a public call: -EINVAL (NULL), -ECHILD, or 0
+ * with the lock held and SIGSEGV blocked. */
+static int fh_lock_api(const vmp_fileh *fh, sigset_t *saved)
+{
+	int ret;
+
+	if (!fh)
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	ram_lock_api(fh->ram, saved);
+	return 0;
+}
+
 /* --- open / close --- */
 
 static bool valid_store(const vmp_store *s)
@@ -235,12 +249,9 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 	long n;
 	int ret;
 
-	if (!fh)
-		return -EINVAL;
-	ram = fh->ram;
-	if ((ret = check_fork(ram->fork_gen)))
+	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
-	ram_lock_api(ram, &saved);
+	ram = fh->ram;
 	if (fh->nvma || fh->writeout_busy) {
 		ram_unlock_api(ram, &saved);
 		return -EBUSY;
@@ -269,11 +280,10 @@ VMP_EXPORT int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages)
 	sigset_t saved;
 	int ret;
 
-	if (!fh || !npages)
+	if (!npages)
 		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)))
+	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
-	ram_lock_api(fh->ram, &saved);
 	*npages = fh->ndirty;
 	ram_unlock_api(fh->ram, &saved);
 	return 0;
@@ -285,11 +295,8 @@ VMP_EXPORT int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
 	sigset_t saved;
 	int ret;
 
-	if (!fh)
-		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)))
+	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
-	ram_lock_api(fh->ram, &saved);
 	fh->errfn = fn;
 	fh->errarg = arg;
 	ram_unlock_api(fh->ram, &saved);
@@ -411,12 +418,10 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 	if (!fh || !flags ||
 	    (flags & ~(unsigned)(VMP_WRITEOUT_STORE | VMP_WRITEOUT_MARKSTORED)))
 		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)))
-		return ret;
 	if ((flags & VMP_WRITEOUT_STORE) && !fh->ops.storeblk)
 		return -EROFS;
-
-	ram_lock_api(fh->ram, &saved);
+	if ((ret = fh_lock_api(fh, &saved)))
+		return ret;
 	writeout_wait(fh);
 	n = collect_dirty(fh, &pages);
 	if (n <= 0) {
@@ -448,11 +453,8 @@ VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 	long n;
 	int ret;
 
-	if (!fh)
-		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)))
+	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
-	ram_lock_api(fh->ram, &saved);
 	writeout_wait(fh);
 	n = collect_dirty(fh, &pages);
 	ret = n < 0 ? (int)n : fh_drop_pages(fh, pages, (size_t)n);
@@ -468,12 +470,10 @@ VMP_EXPORT int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen)
 	long n, i, k = 0;
 	int ret;
 
-	if (!fh)
-		return -EINVAL;
-	if ((ret = check_fork(fh->ram->fork_gen)) ||
-	    (ret = fh_check_range(fh, pgoffset, pglen)))
+	if (fh && (ret = fh_check_range(fh, pgoffset, pglen)))
 		return ret;
-	ram_lock_api(fh->ram, &saved);
+	if ((ret = fh_lock_api(fh, &saved)))
+		return ret;
 again:
 	n = pagemap_collect(&fh->pagemap, pgoffset, pgoffset + pglen, &pages);
 	for (i = 0; i < n; i++) {
