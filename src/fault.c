@@ -1,24 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fault.c: the fault path.  libsigsegv calls on_sigsegv() with the fault
- * address; we find the vma, then the page, and either load it, map it back,
- * or make it dirty (see the mapping invariant in internal.h: a fault on a
- * page that is mapped readable in a writable vma is a write).
+ * address; we find the vma, then the page, and either load it, map it back
+ * (it was inactive), or make it dirty (a fault on a readable page is a
+ * write, see is_write()).
  *
- * Loading: the page is created LOADING under ram->lock, the lock is dropped,
- * loadblk fills a per-thread bounce buffer and pwrite() copies it into the
- * handle's memfd, where no mapping can see it yet; then, locked again, the
- * page is mapped in every vma.  pwrite needs no second mapping (which would
- * count twice in RssShmem and need a TLB shootdown to take down).  Other
- * threads faulting on a LOADING page wait on a condition variable.
- * Sequential faults load a growing window of following pages in one go:
- * one pwrite and one mprotect for the run.
+ * Loading: the pages are created LOADING under ram->lock, the lock is
+ * dropped, loadblk fills a per-thread bounce buffer and pwrite() copies it
+ * into the handle's memfd, where no mapping can see it yet; then the pages
+ * are mapped in every vma, again with the lock dropped (PAGE_MAPPING), and
+ * marked.  pwrite needs no second mapping (which would count twice in
+ * RssShmem and need a TLB shootdown to take down).  Other threads faulting
+ * on a LOADING page wait on a condition variable.  Sequential faults load a
+ * growing window of following pages in one go: one pwrite and one mprotect
+ * for the run.
  *
  * Signal context: this code runs in the SIGSEGV handler of the faulting
- * thread, with SIGSEGV blocked except around loadblk (so that a loadblk
- * may itself touch other libvmpage mappings).  It does not use malloc or
- * stdio; memory comes from mmap.  The fault is synchronous, so the thread
- * was running the user's code that touched the page, not inside libc.
+ * thread, installed SA_NODEFER so that a loadblk may itself touch other
+ * libvmpage mappings (see fault_lock()).  It does not use malloc or stdio;
+ * memory comes from mmap.  The fault is synchronous, so the thread was
+ * running the user's code that touched the page, not inside libc.
  */
 #include <errno.h>
 #include <setjmp.h>
