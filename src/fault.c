@@ -334,9 +334,27 @@ static void report_and_raise_sigbus(const struct vmp_fault_error *fe)
 	pthread_sigmask(SIG_UNBLOCK, &bus, NULL); /* delivered here */
 }
 
+/* ThreadSanitizer runs signal handlers with every signal blocked, whatever
+ * SA_NODEFER says: a loadblk must then have SIGSEGV unblocked explicitly. */
+#if defined(__SANITIZE_THREAD__)
+#define SEGV_BLOCKED_IN_HANDLER true
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SEGV_BLOCKED_IN_HANDLER true
+#endif
+#endif
+#ifndef SEGV_BLOCKED_IN_HANDLER
+#define SEGV_BLOCKED_IN_HANDLER false
+#endif
+
 static int on_sigsegv(void *fault_address, int serious)
 {
-	int ret = fault_serve(fault_address);
+	bool masked = vmp_tls.segv_masked;
+	int ret;
+
+	vmp_tls.segv_masked = masked || SEGV_BLOCKED_IN_HANDLER;
+	ret = fault_serve(fault_address);
+	vmp_tls.segv_masked = masked;
 
 	if (ret >= 0)
 		return ret;
