@@ -134,9 +134,29 @@ static int mstore_store(void *ctx, uint64_t blk, const void *buf)
 	return 0;
 }
 
+/* Read-ahead in one call (configurations with batch loads). */
+static int mstore_loads(void *ctx, uint64_t blk, uint64_t n, void *buf)
+{
+	struct mstore *s = ctx;
+
+	cb_jitter();
+	pthread_mutex_lock(&s->lock);
+	memcpy(buf, s->data + blk * (s->ps / 8), n * s->ps);
+	pthread_mutex_unlock(&s->lock);
+	__atomic_add_fetch(&s->loads, n, __ATOMIC_RELAXED);
+	cb_jitter();
+	return 0;
+}
+
 static const vmp_store_ops mstore_ops = {
 	.loadblk = mstore_load,
 	.storeblk = mstore_store,
+};
+
+static const vmp_store_ops mstore_batch_ops = {
+	.loadblk = mstore_load,
+	.storeblk = mstore_store,
+	.loadblks = mstore_loads,
 };
 
 /* --- the run ------------------------------------------------------------ */
@@ -742,7 +762,7 @@ static double stress_seconds(void)
 }
 
 static void stress_run(const char *name, unsigned nthreads, size_t limit_pages,
-		       double share)
+		       bool batch, double share)
 {
 	const size_t ps = os_page();
 	uint64_t nwords = NPAGES * ps / 8;
@@ -759,11 +779,11 @@ static void stress_run(const char *name, unsigned nthreads, size_t limit_pages,
 	st->npages = NPAGES;
 	st->limit = limit_pages * ps;
 	st->seed = test_seed(now_ns() ^ (uint64_t)getpid() << 32);
-	print_message("%s: %u threads, %s, %.2f s, seed %#llx "
+	print_message("%s: %u threads, %s, %s, %.2f s, seed %#llx "
 		      "(VMPAGE_SEED=%#llx to replay the choices)\n",
 		      name, nthreads, limit_pages ? "memory limit" : "no limit",
-		      secs, (unsigned long long)st->seed,
-		      (unsigned long long)st->seed);
+		      batch ? "loadblks" : "loadblk", secs,
+		      (unsigned long long)st->seed, (unsigned long long)st->seed);
 
 	pthread_mutex_init(&st->store.lock, NULL);
 	st->store.ps = ps;
@@ -785,7 +805,8 @@ static void stress_run(const char *name, unsigned nthreads, size_t limit_pages,
 
 	assert_ok(vmp_ram_new(&st->ram, st->limit));
 	assert_ok(vmp_fileh_open(&st->fh, st->ram,
-				 &(vmp_store){ &mstore_ops, &st->store, ps }, 0));
+				 &(vmp_store){ batch ? &mstore_batch_ops : &mstore_ops,
+					       &st->store, ps }, 0));
 	st->shared[0] = (struct mapping){ NULL, 0, NPAGES, PROT_READ | PROT_WRITE };
 	st->shared[1] = (struct mapping){ NULL, 0, NPAGES, PROT_READ };
 	for (int i = 0; i < 2; i++)
@@ -870,22 +891,23 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Each configuration gets a sixth of VMPAGE_STRESS_SECONDS. */
-#define STRESS(fn, nthreads, limit_pages)                                      \
+/* Each configuration gets a sixth of VMPAGE_STRESS_SECONDS.  Half of them
+ * give the store a loadblks (read-ahead in one call). */
+#define STRESS(fn, nthreads, limit_pages, batch)                               \
 	static void fn(void **state)                                           \
 	{                                                                      \
 		(void)state;                                                   \
 		assert_ok(vmp_fault_handler_install());                        \
 		watchdog_arm((unsigned)(stress_seconds() / 6) + 120, #fn);     \
-		stress_run(#fn, nthreads, limit_pages, 1.0 / 6);               \
+		stress_run(#fn, nthreads, limit_pages, batch, 1.0 / 6);        \
 	}
 
-STRESS(stress_2_threads, 2, 0)
-STRESS(stress_4_threads_limit, 4, 40)
-STRESS(stress_8_threads, 8, 0)
-STRESS(stress_8_threads_limit, 8, 40)
-STRESS(stress_16_threads, 16, 0)
-STRESS(stress_16_threads_limit, 16, 40)
+STRESS(stress_2_threads, 2, 0, false)
+STRESS(stress_4_threads_limit, 4, 40, true)
+STRESS(stress_8_threads, 8, 0, true)
+STRESS(stress_8_threads_limit, 8, 40, false)
+STRESS(stress_16_threads, 16, 0, false)
+STRESS(stress_16_threads_limit, 16, 40, true)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 

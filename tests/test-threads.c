@@ -22,6 +22,10 @@
  * Every test body re-arms the library's SIGSEGV handler first: cmocka
  * installs its own around each test (STYLE.md, "Two facts").  Faults then
  * happen in any thread: the handler is process-wide.
+ *
+ * Each randomised race runs VMPAGE_RACE_MS milliseconds (default 400); the
+ * seed is printed, VMPAGE_SEED replays the threads' choices (not the
+ * interleaving).
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -370,13 +374,16 @@ static void test_invalidate_during_load(void **state)
  * The same inside a read-ahead run: a sequential reader makes one fault
  * load several pages; two of them change and are invalidated while the
  * run is being loaded.  Those two are loaded again (new bytes), the others
- * of the run are kept.  If read-ahead does not reach the gated page, the
- * run is not tested (reported, not failed: read-ahead is a tuning choice).
+ * of the run are kept.  Once with loadblk per block, once with the store's
+ * loadblks (the whole run in one call; the gate holds it after the bytes
+ * moved).  If read-ahead does not reach the gated page, the run is not
+ * tested (reported, not failed: read-ahead is a tuning choice).
  */
-static void test_invalidate_during_readahead(void **state)
+static void invalidate_during_readahead(bool batch)
 {
 	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, 64, MOCK_READONLY | MOCK_NO_HOOKS);
+	struct mock *m = mock_new(ps, 64, MOCK_READONLY | MOCK_NO_HOOKS |
+						  (batch ? MOCK_BATCH : 0));
 	struct reader1 a;
 	struct gate g;
 	uint64_t t0;
@@ -385,9 +392,6 @@ static void test_invalidate_during_readahead(void **state)
 	vmp_fileh *fh;
 	char *map;
 
-	(void)state;
-	assert_ok(vmp_fault_handler_install());
-	watchdog_arm(60, "test_invalidate_during_readahead");
 	assert_ok(vmp_ram_new(&ram, 0));
 	fh = open_fh(ram, m, 0);
 	map = map_pages(fh, 0, 8, PROT_READ);
@@ -411,9 +415,10 @@ static void test_invalidate_during_readahead(void **state)
 		assert_ok(vmp_invalidate(fh, 2, 2));
 		gate_open(&g);
 	} else {
-		print_message("read-ahead did not load page 3 with page 1: "
-			      "nothing to invalidate during a run\n");
-		g.armed = false;
+		print_message("read-ahead (%s) did not load page 3 with page 1: "
+			      "nothing to invalidate during a run\n",
+			      batch ? "loadblks" : "loadblk");
+		__atomic_store_n(&g.armed, false, __ATOMIC_SEQ_CST);
 	}
 	pthread_join(a.tid, NULL);
 	assert_false(g.timed_out);
@@ -421,13 +426,16 @@ static void test_invalidate_during_readahead(void **state)
 	for (uint64_t b = 0; b < 8; b++) {
 		uint32_t v = entered && (b == 2 || b == 3) ? 1 : 0;
 		if (gen_check(map + b * ps, ps, b, v))
-			fail_msg("page %llu is not version %u",
+			fail_msg("%s: page %llu is not version %u",
+				 batch ? "loadblks" : "loadblk",
 				 (unsigned long long)b, v);
 	}
 	if (entered) {
 		assert_u64(mock_loads(m, 2), 2);
 		assert_u64(mock_loads(m, 3), 2);
 		assert_u64(mock_loads(m, 1), 1);
+		if (batch)
+			assert_true(m->batch_calls > 0);
 	}
 
 	gate_destroy(&g);
@@ -435,6 +443,15 @@ static void test_invalidate_during_readahead(void **state)
 	assert_ok(vmp_fileh_close(fh));
 	assert_ok(vmp_ram_free(ram));
 	mock_free(m);
+}
+
+static void test_invalidate_during_readahead(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(60, "test_invalidate_during_readahead");
+	invalidate_during_readahead(false);
+	invalidate_during_readahead(true);
 }
 
 /*
@@ -557,7 +574,8 @@ static void *inv_changer(void *arg)
 	return NULL;
 }
 
-static void test_invalidate_vs_faults(void **state)
+/* With @batch the store offers loadblks: read-ahead runs come in one call. */
+static void invalidate_vs_faults(bool batch)
 {
 	const size_t ps = os_page();
 	const uint64_t npages = 32;
@@ -565,16 +583,15 @@ static void test_invalidate_vs_faults(void **state)
 	pthread_t tid[5];
 	vmp_ram *ram;
 
-	(void)state;
-	assert_ok(vmp_fault_handler_install());
-	watchdog_arm(60, "test_invalidate_vs_faults");
 	memset(&r, 0, sizeof(r));
 	r.ps = ps;
 	r.npages = npages;
 	r.seed = test_seed(now_ns());
-	print_message("seed %#llx (VMPAGE_SEED to repeat a thread's choices)\n",
+	print_message("%s: seed %#llx (VMPAGE_SEED to repeat a thread's "
+		      "choices)\n", batch ? "loadblks" : "loadblk",
 		      (unsigned long long)r.seed);
-	r.m = mock_new(ps, npages, MOCK_READONLY | MOCK_NO_HOOKS);
+	r.m = mock_new(ps, npages, MOCK_READONLY | MOCK_NO_HOOKS |
+					   (batch ? MOCK_BATCH : 0));
 	r.ver = calloc(npages, sizeof(*r.ver));
 	assert_ok(vmp_ram_new(&ram, npages / 2 * ps));
 	r.fh = open_fh(ram, r.m, 0);
@@ -603,6 +620,15 @@ static void test_invalidate_vs_faults(void **state)
 	free(r.ver);
 }
 
+static void test_invalidate_vs_faults(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(60, "test_invalidate_vs_faults");
+	invalidate_vs_faults(false);
+	invalidate_vs_faults(true);
+}
+
 /* --- writers, readers and one racing operation -------------------------------- */
 
 /*
@@ -628,7 +654,7 @@ struct race {
 	char *rmap;         /* RO, all pages: readers */
 	size_t ps, nw;      /* page size, 64-bit words per page */
 	uint64_t npages, nwritable;
-	unsigned nwriters, nreaders;
+	unsigned nwriters;
 	uint64_t counter_pg; /* RACE_WRITEOUT: page of counters, else NO_PAGE */
 	uint64_t *orig;     /* the store's bytes of every page (version 0) */
 	uint32_t *pmax;     /* per page (atomic) */
@@ -887,7 +913,6 @@ static void race_run(enum race_op op, uint64_t npages, uint64_t nwritable,
 	r.npages = npages;
 	r.nwritable = nwritable;
 	r.nwriters = 4;
-	r.nreaders = NTHREADS - r.nwriters;
 	r.counter_pg = op == RACE_WRITEOUT ? npages - 1 : NO_PAGE;
 	r.seed = test_seed(now_ns());
 	print_message("%s: seed %#llx\n", name, (unsigned long long)r.seed);

@@ -9,9 +9,15 @@
  *    sees was written for exactly that page and word, and by which write;
  *    bytes of another page, of another word, zeros or torn words fail.
  *  - ld64/st64: mapped memory that several threads touch at once is read and
- *    written with atomics (acquire/release: plain moves on x86), so that the
- *    test itself has no data race (ThreadSanitizer sees none), the compiler
- *    keeps every access, and stamps are ordered (stamp_publish).
+ *    written with relaxed atomics, so that the test itself has no data race
+ *    (ThreadSanitizer sees none) and the compiler keeps every access.
+ *    Relaxed, not release/acquire: TSan performs a release store (or any
+ *    stronger atomic) holding its per-thread slot lock; when the store
+ *    faults, our SIGSEGV handler calls pthread_rwlock_rdlock, whose TSan
+ *    interceptor takes that lock again, and the thread hangs.  Relaxed
+ *    atomics and plain accesses fault outside TSan's locks.  (The same holds
+ *    for any program run under TSan: no release/acq_rel/seq_cst atomics on
+ *    pages that may not be loaded yet.)
  *  - tfail: worker threads must not call cmocka's asserts (they longjmp to
  *    the main thread's stack); they record the first failure here and stop,
  *    and the main thread fails the test with that message after the joins.
@@ -42,13 +48,28 @@ static inline uint64_t now_ns(void)
 
 static inline uint64_t ld64(const void *p)
 {
-	return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+	return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
 }
 
 static inline void st64(void *p, uint64_t v)
 {
-	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
 }
+
+/* A thread fence; under TSan only a compiler barrier (TSan does not model
+ * fences, gcc warns about them there; x86 orders these accesses anyway). */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#ifdef TEST_TSAN
+#define test_fence(order) __atomic_signal_fence(order)
+#else
+#define test_fence(order) __atomic_thread_fence(order)
+#endif
 
 /* --- stamps ----------------------------------------------------------------- */
 
@@ -80,18 +101,19 @@ static inline bool stamp_decode(uint64_t v, uint64_t page, uint64_t word,
 
 /*
  * The writer of a page publishes the stamp it is about to write (@pmax)
- * before writing any word with it (st64: release); a reader calls
- * stamp_newest() after it read the words (ld64: acquire).  So a reader that
- * saw a word with stamp s then reads a pmax >= s.  (No fences: TSan does
- * not model them.)
+ * before writing any word with it; a reader calls stamp_newest() after it
+ * read the words.  The fences pair up: a reader that saw a word with stamp
+ * s then reads a pmax >= s.
  */
 static inline void stamp_publish(uint32_t *pmax, uint32_t s)
 {
 	__atomic_store_n(pmax, s, __ATOMIC_RELAXED);
+	test_fence(__ATOMIC_RELEASE);
 }
 
 static inline uint32_t stamp_newest(const uint32_t *pmax)
 {
+	test_fence(__ATOMIC_ACQUIRE);
 	return __atomic_load_n(pmax, __ATOMIC_RELAXED);
 }
 
@@ -168,15 +190,6 @@ static inline void watchdog_arm(unsigned seconds, const char *what)
 static inline void watchdog_disarm(void)
 {
 	alarm(0);
-}
-
-/* Scale for slow builds (sanitizers): $VMPAGE_TIME_SCALE, default 1. */
-static inline double time_scale(void)
-{
-	const char *s = getenv("VMPAGE_TIME_SCALE");
-	double f = s && *s ? atof(s) : 1.0;
-
-	return f > 0 ? f : 1.0;
 }
 
 #endif /* VMP_TEST_THREAD_UTIL_H */
