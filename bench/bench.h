@@ -93,6 +93,9 @@ extern int g_fd;            /* the test file, unlinked, read-write */
 extern uint64_t g_size;     /* its size */
 extern char g_fsname[16];   /* file system type of its directory */
 
+/* $TMPDIR, else /var/tmp (a disk, where /tmp may be tmpfs: cold rows need
+ * a file that can leave the page cache). */
+const char *tmp_dir(void);
 /* Create an unlinked temporary file of @size bytes of data in $TMPDIR (or
  * /var/tmp).  Returns the fd or -errno; @what names it in messages. */
 int file_create(uint64_t size, const char *what);

@@ -5,6 +5,9 @@
  * (kernel mmap, floors, libvmpage) runs unchanged, so that rows differ only
  * in what serves the faults.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create, MAP_NORESERVE; meson passes it too */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -94,7 +97,7 @@ void shuffle(uint32_t *a, size_t n, uint64_t seed)
 
 /* --- test file, page cache ----------------------------------------------- */
 
-static const char *tmp_dir(void)
+const char *tmp_dir(void)
 {
 	const char *d = getenv("TMPDIR");
 

@@ -17,6 +17,9 @@
  * The floors install their own SIGSEGV action for one repetition and put the
  * previous one (libvmpage's, once it is installed) back afterwards.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create, MAP_NORESERVE; meson passes it too */
+#endif
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>

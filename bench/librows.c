@@ -13,6 +13,9 @@
  *                    what it is given, so a writeout's bytes are checked and
  *                    its cost is the library's own.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create, MAP_NORESERVE; meson passes it too */
+#endif
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -162,6 +165,19 @@ static bool lib_access(struct access *a, struct rep *r)
 	return true;
 }
 
+/* Run @a over the mapping of @m (lib_access), note the metadata cost and
+ * close @m.  True if the loop ran and its bytes were right. */
+static bool lib_access_close(struct libmap *m, struct access *a, struct rep *r)
+{
+	bool ok;
+
+	a->base = m->addr;
+	ok = lib_access(a, r);
+	r->meta_bpp = lib_meta_bpp(m);
+	lib_close(m, r);
+	return ok;
+}
+
 /* --- file store rows, overlay rows --------------------------------------- */
 
 void job_file(const struct job *j, struct rep *r)
@@ -182,11 +198,8 @@ void job_file(const struct job *j, struct rep *r)
 		      j->overlay ? VMP_OVERLAY : 0, g_size / j->ps, PROT_READ,
 		      r))
 		return;
-	a.base = m.addr;
-	if (lib_access(&a, r))
+	if (lib_access_close(&m, &a, r))
 		r->val[0] = access_rate(&a);
-	r->meta_bpp = lib_meta_bpp(&m);
-	lib_close(&m, r);
 }
 
 /* --- generated store rows ------------------------------------------------ */
@@ -204,11 +217,8 @@ void job_gen_fault(const struct job *j, struct rep *r)
 	(void)j;
 	if (!lib_open(&m, &st, 0, 0, g_npages, PROT_READ, r))
 		return;
-	a.base = m.addr;
-	if (lib_access(&a, r))
+	if (lib_access_close(&m, &a, r))
 		r->val[0] = a.secs * 1e9 / (double)a.done;
-	r->meta_bpp = lib_meta_bpp(&m);
-	lib_close(&m, r);
 }
 
 void job_gen_seq(const struct job *j, struct rep *r)
@@ -220,11 +230,8 @@ void job_gen_seq(const struct job *j, struct rep *r)
 
 	if (!lib_open(&m, &st, 0, 0, g_size / j->ps, PROT_READ, r))
 		return;
-	a.base = m.addr;
-	if (lib_access(&a, r))
+	if (lib_access_close(&m, &a, r))
 		r->val[0] = access_rate(&a);
-	r->meta_bpp = lib_meta_bpp(&m);
-	lib_close(&m, r);
 }
 
 /* --- threads ------------------------------------------------------------- */

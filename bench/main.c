@@ -9,6 +9,9 @@
  * checksum or a library error makes the exit status 1; a missed target does
  * not (it is a finding, not a failure).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create, MAP_NORESERVE; meson passes it too */
+#endif
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
@@ -134,29 +137,36 @@ static void record_rep(struct job *j, const struct rep *r,
 		report_failure(pj, pr, " (paired run)");
 }
 
+/* One repetition of @j, from the cache state it asks for; its peak RSS. */
+static double run_rep(struct job *j, struct rep *r, double *left)
+{
+	*left = fmax(*left, prepare_cache(j));
+	peak_rss_reset();
+	j->run(j, r);
+	return peak_rss_mib();
+}
+
 /*
- * Repeat @j: each repetition first runs the job its ratios refer to, then
- * its own, back to back in the same cache state, so that both see the same
- * machine (other load on these VMs drifts over a run by 2x and more).
+ * Repeat @j.  Each repetition is paired with a run of the job its ratios
+ * refer to, back to back, so that both see the same machine: other load on
+ * these VMs drifts by 2x and more over a run.  The order alternates (AB BA)
+ * so that neither always runs right after the other's teardown.
  */
 static void run_job(struct job *j)
 {
 	struct job *pj = pair_job(j);
-	double t0 = now(), rss = 0, left = 0;
+	double t0 = now(), rss = 0, left = 0, ignored = 0;
 
 	for (int rep = 0; rep < opt.reps; rep++) {
 		struct rep r = { .meta_bpp = -1 }, pr = { .meta_bpp = -1 };
 
 		if (rep >= opt.min_reps && now() - t0 >= opt.job_budget)
 			break;
-		if (pj) {
-			prepare_cache(pj);
-			pj->run(pj, &pr);
-		}
-		left = fmax(left, prepare_cache(j));
-		peak_rss_reset();
-		j->run(j, &r);
-		rss = fmax(rss, peak_rss_mib());
+		if (pj && rep % 2 == 0)
+			run_rep(pj, &pr, &ignored);
+		rss = fmax(rss, run_rep(j, &r, &left));
+		if (pj && rep % 2 == 1)
+			run_rep(pj, &pr, &ignored);
 		record_rep(j, &r, pj, &pr);
 		if (r.status != REP_OK)
 			break;
@@ -245,7 +255,7 @@ static void parse_args(int argc, char **argv)
 			opt.reps = 3;
 			opt.min_reps = 2;
 			opt.job_budget = 0.3;
-			opt.cap = 0.5;
+			opt.cap = 0.25;
 			opt.ntouch = 2048;
 		}
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -305,14 +315,12 @@ static void fs_name(const char *dir)
 
 static void setup(void)
 {
-	const char *dir = getenv("TMPDIR");
-
 	if (getenv("VMPAGE_MEMLIMIT")) {
 		/* "no limit" rows must mean no limit */
 		fprintf(stderr, "vmpage-bench: ignoring VMPAGE_MEMLIMIT\n");
 		unsetenv("VMPAGE_MEMLIMIT");
 	}
-	fs_name(dir && *dir ? dir : "/var/tmp");
+	fs_name(tmp_dir());
 	g_size = opt.size;
 	g_npages = g_size / OS_PAGE;
 	g_ntouch = opt.ntouch < g_npages ? opt.ntouch : g_npages;
@@ -326,8 +334,7 @@ static void setup(void)
 	g_fd = file_create(g_size, "data");
 	if (g_fd < 0) {
 		fprintf(stderr, "vmpage-bench: cannot create the test file in "
-			"%s: %s\n", dir && *dir ? dir : "/var/tmp",
-			strerror(-g_fd));
+			"%s: %s\n", tmp_dir(), strerror(-g_fd));
 		exit(2);
 	}
 }

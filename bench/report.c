@@ -4,6 +4,9 @@
  * ratio to the reference (ours / reference, medians of the same run), the
  * target verdict; and the three outputs: an aligned table, CSV, JSON.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create, MAP_NORESERVE; meson passes it too */
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

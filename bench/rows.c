@@ -9,6 +9,9 @@
  * file/PS[-lim]/TEMP/ACCESS (file store, -lim = RAM limit of a quarter of
  * the file), cs/ (change set), thr/ (threads), ovl/ (VMP_OVERLAY), meta/.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create, MAP_NORESERVE; meson passes it too */
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -15,7 +15,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -23,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <vmpage.h>
@@ -33,61 +31,7 @@
 #define SIZE_FACTOR 8
 #define NSAMPLES 64 /* how often RssShmem is read during the scan */
 
-static int fail(const char *what, int err)
-{
-	fprintf(stderr, PROG ": %s: %s\n", what, strerror(-err));
-	return EXIT_FAILURE;
-}
-
-/* Parse "123", "64k", "16m", "2g" (powers of 1024).  0 or -EINVAL. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	static const char units[] = "kmgt";
-	const char *u;
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	if (*end && (u = strchr(units, tolower((unsigned char)*end)))) {
-		shift = 10 * (unsigned)(u - units + 1);
-		end++;
-	}
-	if (*end != '\0' || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
-static void fmt_bytes(uint64_t n, char buf[32])
-{
-	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)n;
-	int u = -1;
-
-	if (n < 1024) {
-		snprintf(buf, 32, "%" PRIu64 " B", n);
-		return;
-	}
-	while (v >= 1024 && u < 3) {
-		v /= 1024;
-		u++;
-	}
-	snprintf(buf, 32, "%.1f %s", v, unit[u]);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "common.h" /* fail, parse_size, fmt_bytes, now */
 
 /* --- the generated store ------------------------------------------------ */
 

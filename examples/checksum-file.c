@@ -18,7 +18,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -28,7 +27,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <vmpage.h>
@@ -36,6 +34,8 @@
 #define PROG "checksum-file"
 #define TEMP_FILE_SIZE (64ull << 20)
 #define READ_CHUNK (1u << 20)
+
+#include "common.h" /* fail, parse_size, fmt_bytes, now */
 
 static void usage(FILE *f)
 {
@@ -45,63 +45,6 @@ static void usage(FILE *f)
 	      "  --limit BYTES  e.g. 16m (default: $VMPAGE_MEMLIMIT, else a\n"
 	      "                 quarter of the file)\n",
 	      f);
-}
-
-/* Print "PROG: what: strerror(-err)" and return EXIT_FAILURE. */
-static int fail(const char *what, int err)
-{
-	fprintf(stderr, PROG ": %s: %s\n", what, strerror(-err));
-	return EXIT_FAILURE;
-}
-
-/* Parse "123", "64k", "16m", "2g" (powers of 1024).  0 or -EINVAL. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	static const char units[] = "kmgt";
-	const char *u;
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	if (*end && (u = strchr(units, tolower((unsigned char)*end)))) {
-		shift = 10 * (unsigned)(u - units + 1);
-		end++;
-	}
-	if (*end != '\0' || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
-static void fmt_bytes(uint64_t n, char buf[32])
-{
-	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)n;
-	int u = -1;
-
-	if (n < 1024) {
-		snprintf(buf, 32, "%" PRIu64 " B", n);
-		return;
-	}
-	while (v >= 1024 && u < 3) {
-		v /= 1024;
-		u++;
-	}
-	snprintf(buf, 32, "%.1f %s", v, unit[u]);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /*

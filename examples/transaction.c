@@ -44,13 +44,9 @@
 #define TEMP_FILE_SIZE (64ull << 20)
 #define IO_CHUNK (1u << 20) /* a multiple of RECSIZE */
 
-typedef unsigned char record[RECSIZE];
+#include "common.h" /* fail() */
 
-static int fail(const char *what, int err)
-{
-	fprintf(stderr, PROG ": %s: %s\n", what, strerror(-err));
-	return EXIT_FAILURE;
-}
+typedef unsigned char record[RECSIZE];
 
 /* Record @idx as a line of text: "record 000000000042: <what>   ...\n". */
 static void make_record(record rec, uint64_t idx, const char *what)

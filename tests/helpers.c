@@ -679,6 +679,17 @@ int guarded_poke(void *p, uint8_t v)
 	return vmp_guard(do_poke, &a);
 }
 
+int record_fault_handler(const struct vmp_fault_error *e, void *arg)
+{
+	struct fault_seen *s = arg;
+
+	s->calls++;
+	s->last = *e;
+	if (s->answer == VMP_FAULT_RETRY && s->calls > s->answer_until)
+		return VMP_FAULT_DEFAULT;
+	return s->answer;
+}
+
 /* --- crash tests ---------------------------------------------------------- */
 
 static int child_info_fd = -1; /* the child's end of the info pipe */

@@ -231,6 +231,18 @@ static inline void *bad_address(uintptr_t a)
 int guarded_peek(const void *p, uint8_t *out);
 int guarded_poke(void *p, uint8_t v);
 
+/* A fault error handler (vmp_set_fault_error_handler, arg: a struct
+ * fault_seen) that counts its calls, keeps the last error and answers
+ * ->answer; VMP_FAULT_RETRY only ->answer_until times, then
+ * VMP_FAULT_DEFAULT.  Zeroed, it always answers VMP_FAULT_DEFAULT. */
+struct fault_seen {
+	int calls;
+	int answer_until;
+	int answer;
+	struct vmp_fault_error last;
+};
+int record_fault_handler(const struct vmp_fault_error *e, void *arg);
+
 /* --- crash tests -------------------------------------------------------- */
 
 struct child_result {

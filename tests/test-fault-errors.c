@@ -157,27 +157,44 @@ static void assert_sigbus_at(const struct child_result *r)
 			 (unsigned long)want);
 }
 
-static void child_load_fails(void *arg)
+/* In a child: a new mock of NPAGES blocks (*@m), a RAM of @limit bytes
+ * (0: none), a handle on the mock (*@fh) and a mapping of all its pages
+ * with @prot, returned. */
+static char *child_map_all(uint64_t limit, int prot, struct mock **m,
+			   vmp_fileh **fh)
 {
-	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, NPAGES, 0);
 	vmp_ram *ram;
-	vmp_fileh *fh;
 	char *p = NULL;
-	char *addr;
 
-	(void)arg;
-	child_check_rc(vmp_ram_new(&ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&fh, ram, &m->store, 0), 0);
-	child_check_rc(vmp_mmap(fh, 0, NPAGES, PROT_READ | PROT_WRITE,
-				(void **)&p), 0);
-	mock_set_fail(m, &m->fail_load, BAD, 1, 0, -EIO);
-	p[ps] = 'd'; /* a dirty page, for the record */
-	addr = p + BAD * ps + 123;
+	*m = mock_new(os_page(), NPAGES, 0);
+	child_check_rc(vmp_ram_new(&ram, limit), 0);
+	child_check_rc(vmp_fileh_open(fh, ram, &(*m)->store, 0), 0);
+	child_check_rc(vmp_mmap(*fh, 0, NPAGES, prot, (void **)&p), 0);
+	return p;
+}
+
+/* In a child: touch @addr, which must kill the child with SIGBUS (its
+ * address and code go to the parent); @what says what survived if not. */
+static void child_sigbus_at(char *addr, const char *what)
+{
 	child_info("ADDR %lx\n", (unsigned long)addr);
 	child_catch_sigbus();
 	(void)peek(addr);
-	child_fail(__FILE__, __LINE__, "failed load did not raise SIGBUS");
+	child_fail(__FILE__, __LINE__, what);
+}
+
+static void child_load_fails(void *arg)
+{
+	const size_t ps = os_page();
+	struct mock *m;
+	vmp_fileh *fh;
+	char *p;
+
+	(void)arg;
+	p = child_map_all(0, PROT_READ | PROT_WRITE, &m, &fh);
+	mock_set_fail(m, &m->fail_load, BAD, 1, 0, -EIO);
+	p[ps] = 'd'; /* a dirty page, for the record */
+	child_sigbus_at(p + BAD * ps + 123, "failed load did not raise SIGBUS");
 }
 
 static void test_default_sigbus(void **state)
@@ -193,24 +210,15 @@ static void test_default_sigbus(void **state)
 static void child_budget_full(void *arg)
 {
 	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, NPAGES, 0);
-	vmp_ram *ram;
+	struct mock *m;
 	vmp_fileh *fh;
-	char *p = NULL;
-	char *addr;
+	char *p;
 
 	(void)arg;
-	child_check_rc(vmp_ram_new(&ram, 4 * ps), 0);
-	child_check_rc(vmp_fileh_open(&fh, ram, &m->store, 0), 0);
-	child_check_rc(vmp_mmap(fh, 0, NPAGES, PROT_READ | PROT_WRITE,
-				(void **)&p), 0);
+	p = child_map_all(4 * ps, PROT_READ | PROT_WRITE, &m, &fh);
 	for (int i = 0; i < 4; i++)
 		p[i * ps] = 'd';
-	addr = p + 9 * ps + 1;
-	child_info("ADDR %lx\n", (unsigned long)addr);
-	child_catch_sigbus();
-	(void)peek(addr);
-	child_fail(__FILE__, __LINE__, "fault past a full budget survived");
+	child_sigbus_at(p + 9 * ps + 1, "fault past a full budget survived");
 }
 
 static void test_default_sigbus_memlimit(void **state)
@@ -397,24 +405,6 @@ static void test_guard_per_thread(void **state)
 
 /* --- the error handler ------------------------------------------------------- */
 
-struct seen {
-	int calls;
-	int answer_until; /* answer RETRY this many times, then DEFAULT */
-	int answer;
-	struct vmp_fault_error last;
-};
-
-static int record_handler(const struct vmp_fault_error *e, void *arg)
-{
-	struct seen *s = arg;
-
-	s->calls++;
-	s->last = *e;
-	if (s->answer == VMP_FAULT_RETRY && s->calls > s->answer_until)
-		return VMP_FAULT_DEFAULT;
-	return s->answer;
-}
-
 static void assert_error_is(const struct vmp_fault_error *e, void *addr,
 			    vmp_fileh *fh, uint64_t blk, int err,
 			    enum vmp_fault_what what)
@@ -429,11 +419,11 @@ static void assert_error_is(const struct vmp_fault_error *e, void *addr,
 static void test_handler_retry(void **state)
 {
 	struct fix *f = begin(state);
-	struct seen s = { 0, 5, VMP_FAULT_RETRY, { 0 } };
+	struct fault_seen s = { 0, 5, VMP_FAULT_RETRY, { 0 } };
 	char *copy = dirty_two(f);
 	uint8_t v = 0;
 
-	assert_ok(vmp_set_fault_error_handler(f->fh, record_handler, &s));
+	assert_ok(vmp_set_fault_error_handler(f->fh, record_fault_handler, &s));
 	mock_set_fail(f->m, &f->m->fail_load, BAD, 1, 2, -EIO);
 	assert_ok(guarded_peek(pg(f, BAD) + 17, &v));
 	assert_int_equal(v, gen_byte(BAD, 17, 0));
@@ -454,11 +444,11 @@ static void test_handler_retry(void **state)
 static void test_handler_zero(void **state)
 {
 	struct fix *f = begin(state);
-	struct seen s = { 0, 0, VMP_FAULT_ZERO, { 0 } };
+	struct fault_seen s = { 0, 0, VMP_FAULT_ZERO, { 0 } };
 	char *zeros = calloc(1, f->ps);
 
 	assert_non_null(zeros);
-	assert_ok(vmp_set_fault_error_handler(f->fh, record_handler, &s));
+	assert_ok(vmp_set_fault_error_handler(f->fh, record_fault_handler, &s));
 	mock_set_fail(f->m, &f->m->fail_load, BAD, 1, 0, -EIO);
 	assert_ok(guarded_peek(pg(f, BAD) + 3, NULL));
 	assert_memory_equal(pg(f, BAD), zeros, f->ps);
@@ -481,10 +471,10 @@ static void test_handler_zero(void **state)
 static void test_handler_default(void **state)
 {
 	struct fix *f = begin(state);
-	struct seen s = { 0, 0, VMP_FAULT_DEFAULT, { 0 } };
+	struct fault_seen s = { 0, 0, VMP_FAULT_DEFAULT, { 0 } };
 	char *copy = dirty_two(f);
 
-	assert_ok(vmp_set_fault_error_handler(f->fh, record_handler, &s));
+	assert_ok(vmp_set_fault_error_handler(f->fh, record_fault_handler, &s));
 	mock_set_fail(f->m, &f->m->fail_load, BAD, 1, 0, -EIO);
 	assert_rc(guarded_peek(pg(f, BAD), NULL), -EIO);
 	assert_int_equal(s.calls, 1);
@@ -507,21 +497,15 @@ static int child_handler(const struct vmp_fault_error *e, void *arg)
 static void child_handler_default(void *arg)
 {
 	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, NPAGES, 0);
-	vmp_ram *ram;
+	struct mock *m;
 	vmp_fileh *fh;
-	char *p = NULL;
+	char *p;
 
 	(void)arg;
-	child_check_rc(vmp_ram_new(&ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&fh, ram, &m->store, 0), 0);
+	p = child_map_all(0, PROT_READ, &m, &fh);
 	child_check_rc(vmp_set_fault_error_handler(fh, child_handler, NULL), 0);
-	child_check_rc(vmp_mmap(fh, 0, NPAGES, PROT_READ, (void **)&p), 0);
 	mock_set_fail(m, &m->fail_load, BAD, 1, 0, -EIO);
-	child_info("ADDR %lx\n", (unsigned long)(p + BAD * ps));
-	child_catch_sigbus();
-	(void)peek(p + BAD * ps);
-	child_fail(__FILE__, __LINE__, "DEFAULT answer did not raise SIGBUS");
+	child_sigbus_at(p + BAD * ps, "DEFAULT answer did not raise SIGBUS");
 }
 
 static void test_handler_default_unguarded(void **state)
@@ -770,15 +754,12 @@ static int child_record_handler(const struct vmp_fault_error *e, void *arg)
 static void child_recursion(void *arg)
 {
 	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, NPAGES, 0);
-	vmp_ram *ram;
+	struct mock *m;
 	vmp_fileh *fh;
-	char *p = NULL;
+	char *p;
 
 	(void)arg;
-	child_check_rc(vmp_ram_new(&ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&fh, ram, &m->store, 0), 0);
-	child_check_rc(vmp_mmap(fh, 0, NPAGES, PROT_READ, (void **)&p), 0);
+	p = child_map_all(0, PROT_READ, &m, &fh);
 	child_check_rc(vmp_set_fault_error_handler(fh, child_record_handler,
 						   NULL), 0);
 	m->hook_arg = p + 2 * ps;
@@ -830,15 +811,12 @@ static int unmap_in_load(struct mock *m, uint64_t blk, void *arg)
 static void child_munmap_in_load(void *arg)
 {
 	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, NPAGES, 0);
-	vmp_ram *ram;
+	struct mock *m;
 	vmp_fileh *fh;
-	char *p = NULL;
+	char *p;
 
 	(void)arg;
-	child_check_rc(vmp_ram_new(&ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&fh, ram, &m->store, 0), 0);
-	child_check_rc(vmp_mmap(fh, 0, NPAGES, PROT_READ, (void **)&p), 0);
+	p = child_map_all(0, PROT_READ, &m, &fh);
 	m->hook_arg = p;
 	m->load_hook = unmap_in_load;
 	child_check(peek(p + 3 * ps) == gen_byte(3, 0, 0));

@@ -46,6 +46,20 @@ static bool fs_open(struct fs *f, uint64_t size, size_t ps, unsigned flags)
 	return true;
 }
 
+/* fs_open() and a buffer of @ps bytes; skips the test if fs_open() fails. */
+static char *fs_open_buf(struct fs *f, uint64_t size, size_t ps,
+			 unsigned flags)
+{
+	char *buf = malloc(ps);
+
+	assert_non_null(buf);
+	if (!fs_open(f, size, ps, flags)) {
+		free(buf);
+		skip();
+	}
+	return buf;
+}
+
 static void fs_close(struct fs *f)
 {
 	assert_ok(vmp_fileh_close(f->fh));
@@ -76,18 +90,28 @@ static bool all_zero(const char *p, size_t n)
 	return all_byte(p, n, 0);
 }
 
+/* Run @child in a child process, where a kernel SIGBUS is a clear failure
+ * instead of the end of this test program; skipped if the library does
+ * not offer VMP_OVERLAY. */
+static void overlay_in_child(void (*child)(void *arg))
+{
+	struct child_result r;
+	struct fs f;
+
+	if (!fs_open(&f, os_page(), os_page(), VMP_OVERLAY))
+		skip();
+	fs_close(&f);
+	run_child(child, NULL, &r);
+	assert_child_exited_ok(&r);
+}
+
 /* --- reading -------------------------------------------------------------- */
 
 static void check_bytes(size_t ps, unsigned flags)
 {
 	struct fs f;
-	char *p, *buf = malloc(ps);
+	char *p, *buf = fs_open_buf(&f, 10 * ps, ps, flags);
 
-	assert_non_null(buf);
-	if (!fs_open(&f, 10 * ps, ps, flags)) {
-		free(buf);
-		skip();
-	}
 	p = map_pages(f.fh, 0, 10, PROT_READ);
 	for (uint64_t b = 0; b < 10; b++) {
 		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
@@ -164,15 +188,8 @@ static void child_overlay_past_eof(void *arg)
 
 static void test_past_eof_zeros_overlay(void **state)
 {
-	struct child_result r;
-	struct fs f;
-
 	(void)state;
-	if (!fs_open(&f, os_page(), os_page(), VMP_OVERLAY))
-		skip();
-	fs_close(&f);
-	run_child(child_overlay_past_eof, NULL, &r);
-	assert_child_exited_ok(&r);
+	overlay_in_child(child_overlay_past_eof);
 }
 
 /* --- writing -------------------------------------------------------------- */
@@ -181,13 +198,8 @@ static void check_writeout(unsigned flags)
 {
 	const size_t ps = os_page();
 	struct fs f;
-	char *p, *buf = malloc(ps);
+	char *p, *buf = fs_open_buf(&f, 10 * ps, ps, flags);
 
-	assert_non_null(buf);
-	if (!fs_open(&f, 10 * ps, ps, flags)) {
-		free(buf);
-		skip();
-	}
 	p = map_pages(f.fh, 0, 10, PROT_READ | PROT_WRITE);
 	memset(p + ps, 'A', ps);
 	p[7 * ps + 9] = 'B';
@@ -231,13 +243,8 @@ static void check_write_past_eof(unsigned flags)
 {
 	const size_t ps = os_page();
 	struct fs f;
-	char *p, *buf = malloc(ps);
+	char *p, *buf = fs_open_buf(&f, 10 * ps, ps, flags);
 
-	assert_non_null(buf);
-	if (!fs_open(&f, 10 * ps, ps, flags)) {
-		free(buf);
-		skip();
-	}
 	p = map_pages(f.fh, 9, 5, PROT_READ | PROT_WRITE);
 	p[0] = 'x';                    /* block 9, the last one */
 	assert_true(all_zero(p + 3 * ps, 2 * ps)); /* blocks 12, 13 */
@@ -275,15 +282,8 @@ static void child_overlay_write_past_eof(void *arg)
 
 static void test_write_past_eof_overlay(void **state)
 {
-	struct child_result r;
-	struct fs f;
-
 	(void)state;
-	if (!fs_open(&f, os_page(), os_page(), VMP_OVERLAY))
-		skip();
-	fs_close(&f);
-	run_child(child_overlay_write_past_eof, NULL, &r);
-	assert_child_exited_ok(&r);
+	overlay_in_child(child_overlay_write_past_eof);
 }
 
 static void test_writeout_goes_to_file(void **state)

@@ -26,14 +26,8 @@
 /* RssShmem is read from per-cpu counters that may lag by a batch. */
 #define RSS_SLACK (256 * KiB)
 
-static int setup(void **state)
-{
-	(void)state;
-	unsetenv("VMPAGE_MEMLIMIT");
-	return 0;
-}
-
-static int teardown(void **state)
+/* Setup and teardown: no test sees, or leaves, a $VMPAGE_MEMLIMIT. */
+static int clear_memlimit_env(void **state)
 {
 	(void)state;
 	unsetenv("VMPAGE_MEMLIMIT");
@@ -502,20 +496,6 @@ static void test_prefault_beyond_limit(void **state)
 
 /* --- dirty pages fill the budget ----------------------------------------------- */
 
-struct seen {
-	int calls;
-	struct vmp_fault_error last;
-};
-
-static int record_handler(const struct vmp_fault_error *e, void *arg)
-{
-	struct seen *s = arg;
-
-	s->calls++;
-	s->last = *e;
-	return VMP_FAULT_DEFAULT;
-}
-
 /* Pages [first, first + n) dirty with a mark; checks they still are. */
 static void dirty_run(char *p, size_t ps, uint64_t first, uint64_t n)
 {
@@ -540,7 +520,7 @@ static void test_dirty_budget_enomem(void **state)
 	const size_t ps = os_page();
 	const uint64_t lpages = 16;
 	struct mock *m = mock_new(ps, 256, 0);
-	struct seen s = { 0, { 0 } };
+	struct fault_seen s = { .answer = VMP_FAULT_DEFAULT };
 	struct vmp_stats st;
 	vmp_ram *ram;
 	vmp_fileh *fh;
@@ -551,7 +531,7 @@ static void test_dirty_budget_enomem(void **state)
 	assert_ok(vmp_fault_handler_install());
 	assert_ok(vmp_ram_new(&ram, lpages * ps));
 	fh = open_fh(ram, m, 0);
-	assert_ok(vmp_set_fault_error_handler(fh, record_handler, &s));
+	assert_ok(vmp_set_fault_error_handler(fh, record_fault_handler, &s));
 	p = map_pages(fh, 0, 256, PROT_READ | PROT_WRITE);
 
 	dirty_run(p, ps, 0, lpages);
@@ -669,7 +649,7 @@ static void test_dirty_isolated_pages_enomem(void **state)
 	const size_t ps = 4 * KiB;
 	struct mock *m;
 	struct sweep s = { 0 };
-	struct seen seen = { 0, { 0 } };
+	struct fault_seen seen = { .answer = VMP_FAULT_DEFAULT };
 	vmp_ram *ram;
 	vmp_fileh *fh;
 	uint64_t written;
@@ -689,7 +669,7 @@ static void test_dirty_isolated_pages_enomem(void **state)
 	m = mock_new(ps, s.npages, 0);
 	assert_ok(vmp_ram_new(&ram, 0));
 	fh = open_fh(ram, m, 0);
-	assert_ok(vmp_set_fault_error_handler(fh, record_handler, &seen));
+	assert_ok(vmp_set_fault_error_handler(fh, record_fault_handler, &seen));
 	s.p = map_pages(fh, 0, s.npages, PROT_READ | PROT_WRITE);
 
 	rc = vmp_guard(isolated_writes, &s);
@@ -737,20 +717,22 @@ FD_CHECKED(test_dirty_budget_enomem)
 FD_CHECKED(test_200k_random_reads)
 FD_CHECKED(test_dirty_isolated_pages_enomem)
 
+#define T(f) FD_TEST_SETUP(f, clear_memlimit_env, clear_memlimit_env)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		FD_TEST_SETUP(test_limit_sequential_10x, setup, teardown),
-		FD_TEST_SETUP(test_limit_random_10x, setup, teardown),
-		FD_TEST_SETUP(test_limit_not_multiple, setup, teardown),
-		FD_TEST_SETUP(test_shared_budget, setup, teardown),
-		FD_TEST_SETUP(test_memlimit_env, setup, teardown),
-		FD_TEST_SETUP(test_hot_set_survives_streaming, setup, teardown),
-		FD_TEST_SETUP(test_reclaim_and_stats, setup, teardown),
-		FD_TEST_SETUP(test_prefault_beyond_limit, setup, teardown),
-		FD_TEST_SETUP(test_dirty_budget_enomem, setup, teardown),
-		FD_TEST_SETUP(test_200k_random_reads, setup, teardown),
-		FD_TEST_SETUP(test_dirty_isolated_pages_enomem, setup, teardown),
+		T(test_limit_sequential_10x),
+		T(test_limit_random_10x),
+		T(test_limit_not_multiple),
+		T(test_shared_budget),
+		T(test_memlimit_env),
+		T(test_hot_set_survives_streaming),
+		T(test_reclaim_and_stats),
+		T(test_prefault_beyond_limit),
+		T(test_dirty_budget_enomem),
+		T(test_200k_random_reads),
+		T(test_dirty_isolated_pages_enomem),
 	};
 
 	if (vmp_fault_handler_install() == -ENOSYS)

@@ -109,17 +109,24 @@ static void cb_jitter(void)
 		sched_yield();
 }
 
-static int mstore_load(void *ctx, uint64_t blk, void *buf)
+/* Blocks [blk, blk + n): loadblks, read-ahead in one call (configurations
+ * with batch loads), and with n = 1 loadblk. */
+static int mstore_loads(void *ctx, uint64_t blk, uint64_t n, void *buf)
 {
 	struct mstore *s = ctx;
 
 	cb_jitter();
 	pthread_mutex_lock(&s->lock);
-	memcpy(buf, s->data + blk * (s->ps / 8), s->ps);
+	memcpy(buf, s->data + blk * (s->ps / 8), n * s->ps);
 	pthread_mutex_unlock(&s->lock);
-	__atomic_add_fetch(&s->loads, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&s->loads, n, __ATOMIC_RELAXED);
 	cb_jitter();
 	return 0;
+}
+
+static int mstore_load(void *ctx, uint64_t blk, void *buf)
+{
+	return mstore_loads(ctx, blk, 1, buf);
 }
 
 static int mstore_store(void *ctx, uint64_t blk, const void *buf)
@@ -131,20 +138,6 @@ static int mstore_store(void *ctx, uint64_t blk, const void *buf)
 	memcpy(s->data + blk * (s->ps / 8), buf, s->ps);
 	pthread_mutex_unlock(&s->lock);
 	__atomic_add_fetch(&s->stores, 1, __ATOMIC_RELAXED);
-	return 0;
-}
-
-/* Read-ahead in one call (configurations with batch loads). */
-static int mstore_loads(void *ctx, uint64_t blk, uint64_t n, void *buf)
-{
-	struct mstore *s = ctx;
-
-	cb_jitter();
-	pthread_mutex_lock(&s->lock);
-	memcpy(buf, s->data + blk * (s->ps / 8), n * s->ps);
-	pthread_mutex_unlock(&s->lock);
-	__atomic_add_fetch(&s->loads, n, __ATOMIC_RELAXED);
-	cb_jitter();
 	return 0;
 }
 
@@ -297,21 +290,6 @@ static char *addr_of(const struct stress *st, const struct mapping *m,
 
 /* --- reads and writes ------------------------------------------------------ */
 
-struct rjob {
-	const char *addr;
-	uint64_t *buf;
-	size_t n;
-};
-
-static int rjob_run(void *arg)
-{
-	struct rjob *j = arg;
-
-	for (size_t i = 0; i < j->n; i++)
-		j->buf[i] = ld64(j->addr + 8 * i);
-	return 0;
-}
-
 /* Words [lo, hi) of page @p, written with stamp s; ->done counts the words
  * written even if a fault abandons the loop (vmp_guard). */
 struct wjob {
@@ -377,8 +355,7 @@ static void do_read(struct worker *wk)
 	const struct mapping *m = pick_mapping(wk, p, false);
 	uint64_t lo = rng_below(&wk->rng, 2) ? 0 : rng_below(&wk->rng, st->nw);
 	uint64_t hi = lo + 1 + rng_below(&wk->rng, st->nw - lo);
-	struct rjob j = { addr_of(st, m, p, lo), wk->buf, hi - lo };
-	int rc = vmp_guard(rjob_run, &j);
+	int rc = guarded_read(addr_of(st, m, p, lo), wk->buf, hi - lo);
 
 	log_op(wk, OP_READ, p, lo, hi, rc);
 	if (rc && !allowed_error(st, rc)) {
@@ -417,9 +394,8 @@ static void do_write(struct worker *wk)
 	}
 	/* read it back now and then, through any mapping */
 	if (!rc && rng_below(&wk->rng, 4) == 0) {
-		struct rjob r = { addr_of(st, pick_mapping(wk, p, false), p, 0),
-				  wk->buf, st->nw };
-		rc = vmp_guard(rjob_run, &r);
+		rc = guarded_read(addr_of(st, pick_mapping(wk, p, false), p, 0),
+				  wk->buf, st->nw);
 		if (rc && !allowed_error(st, rc))
 			wfail(wk, "read-back of page %llu failed: %s",
 			      (unsigned long long)p, errname(rc));
@@ -545,9 +521,8 @@ static int check_all(struct worker *wk, uint64_t lo, uint64_t hi,
 	struct stress *st = wk->st;
 
 	for (uint64_t p = lo; p < hi; p++) {
-		struct rjob j = { addr_of(st, &st->shared[1], p, 0), wk->buf,
-				  st->nw };
-		int rc = vmp_guard(rjob_run, &j);
+		int rc = guarded_read(addr_of(st, &st->shared[1], p, 0),
+				      wk->buf, st->nw);
 
 		if (rc) {
 			wfail(wk, "%s: read of page %llu failed: %s", how,
@@ -873,24 +848,6 @@ static void stress_run(const char *name, unsigned nthreads, size_t limit_pages,
 
 /* --- the configurations -------------------------------------------------------- */
 
-static int fds_before;
-
-static int setup(void **state)
-{
-	(void)state;
-	fds_before = count_open_fds();
-	tfail_reset();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	watchdog_disarm();
-	assert_no_fd_leak(fds_before);
-	return 0;
-}
-
 /* Each configuration gets a sixth of VMPAGE_STRESS_SECONDS.  Half of them
  * give the store a loadblks (read-ahead in one call). */
 #define STRESS(fn, nthreads, limit_pages, batch)                               \
@@ -909,7 +866,9 @@ STRESS(stress_8_threads_limit, 8, 40, false)
 STRESS(stress_16_threads, 16, 0, false)
 STRESS(stress_16_threads_limit, 16, 40, true)
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f)                                                                   \
+	cmocka_unit_test_setup_teardown(f, thread_test_setup,                  \
+					thread_test_teardown)
 
 int main(void)
 {

@@ -38,24 +38,6 @@
 #define NTHREADS 8
 #define LOAD_MS 50 /* loadblk sleep in the parallelism tests */
 
-static int fds_before;
-
-static int setup(void **state)
-{
-	(void)state;
-	fds_before = count_open_fds();
-	tfail_reset();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	watchdog_disarm();
-	assert_no_fd_leak(fds_before);
-	return 0;
-}
-
 /* Length of each randomised race, in ns ($VMPAGE_RACE_MS, default 400). */
 static uint64_t race_ns(void)
 {
@@ -126,6 +108,18 @@ static void set_toucher(struct toucher *t, char *map, size_t ps, uint64_t pg0,
 	t->ps = ps;
 }
 
+/* Each of the NTHREADS touchers read its page right, and each page was
+ * loaded once, by one loadblk call. */
+static void assert_each_loaded_once(const struct toucher *t, struct mock *m)
+{
+	for (size_t i = 0; i < NTHREADS; i++) {
+		assert_rc(t[i].rc, 0);
+		assert_int_equal(t[i].bad, 0);
+		assert_u64(mock_loads(m, t[i].blk), 1);
+	}
+	assert_u64(m->load_calls, NTHREADS);
+}
+
 /*
  * 8 threads, 8 different pages, loadblk sleeps 50 ms: serialised loads
  * would take 400 ms; loads in parallel take ~50.  The pages are 16 apart so
@@ -154,12 +148,7 @@ static void test_parallel_loads(void **state)
 	el = touch_together(t, NTHREADS);
 	print_message("8 faults on 8 pages, loadblk 50 ms each: %.1f ms\n",
 		      el / 1e6);
-	for (size_t i = 0; i < NTHREADS; i++) {
-		assert_rc(t[i].rc, 0);
-		assert_int_equal(t[i].bad, 0);
-		assert_u64(mock_loads(m, t[i].blk), 1);
-	}
-	assert_u64(m->load_calls, NTHREADS);
+	assert_each_loaded_once(t, m);
 	if (el >= 4 * LOAD_MS * 1000000ull)
 		fail_msg("8 parallel loads of %d ms took %.1f ms: loads are "
 			 "serialised (bound: %d ms)", LOAD_MS, el / 1e6,
@@ -200,12 +189,7 @@ static void test_parallel_loads_adjacent(void **state)
 	el = touch_together(t, NTHREADS);
 	print_message("8 faults on 8 adjacent pages, loadblk 50 ms each: "
 		      "%.1f ms\n", el / 1e6);
-	for (size_t i = 0; i < NTHREADS; i++) {
-		assert_rc(t[i].rc, 0);
-		assert_int_equal(t[i].bad, 0);
-		assert_u64(mock_loads(m, t[i].blk), 1);
-	}
-	assert_u64(m->load_calls, NTHREADS);
+	assert_each_loaded_once(t, m);
 	if (el >= (NTHREADS + 1) * LOAD_MS * 1000000ull)
 		fail_msg("8 adjacent loads took %.1f ms", el / 1e6);
 
@@ -475,29 +459,6 @@ struct inv_race {
 	uint64_t seed;
 	uint64_t reads, changes, torn; /* atomic */
 };
-
-struct rjob {
-	const char *addr;
-	uint64_t *buf;
-	size_t n;
-};
-
-static int rjob_run(void *arg)
-{
-	struct rjob *j = arg;
-
-	for (size_t i = 0; i < j->n; i++)
-		j->buf[i] = ld64(j->addr + 8 * i);
-	return 0;
-}
-
-/* Read @n words at @addr into @buf under vmp_guard. */
-static int guarded_read(const char *addr, uint64_t *buf, size_t n)
-{
-	struct rjob j = { addr, buf, n };
-
-	return vmp_guard(rjob_run, &j);
-}
 
 static void *inv_reader(void *arg)
 {
@@ -1102,7 +1063,6 @@ static void test_reads_never_dirty(void **state)
 	const size_t ps = os_page();
 	struct mock *m = mock_new(ps, 16, MOCK_NO_HOOKS);
 	struct rd_race r;
-	pthread_t tid[NTHREADS];
 	vmp_fileh *fh;
 
 	(void)state;
@@ -1116,10 +1076,7 @@ static void test_reads_never_dirty(void **state)
 	fh = open_fh(r.ram, m, 0);
 	r.map = map_pages(fh, 0, r.npages, PROT_READ | PROT_WRITE);
 	r.deadline = now_ns() + race_ns();
-	for (int i = 0; i < NTHREADS; i++)
-		assert_int_equal(pthread_create(&tid[i], NULL, rd_main, &r), 0);
-	for (int i = 0; i < NTHREADS; i++)
-		pthread_join(tid[i], NULL);
+	run_threads(NTHREADS, rd_main, &r);
 	assert_no_thread_failure();
 	print_message("%llu faults, %llu pages dirty after reads only\n",
 		      (unsigned long long)ram_stats(r.ram).faults,
@@ -1156,6 +1113,28 @@ static bool mm_plausible(struct mm_race *r, uint64_t p, size_t w, uint64_t v)
 
 	return v == r->orig[p * (r->ps / 8) + w] ||
 	       (p < 8 && stamp_decode(v, p, w, &s));
+}
+
+/* Read page @p at @addr and check its words; -ENOMEM (a tight budget) is
+ * returned, any other error or a wrong word is a failure (@what: the read). */
+static int mm_read_check(struct mm_race *r, const char *addr, uint64_t p,
+			 uint64_t *buf, const char *what)
+{
+	size_t nw = r->ps / 8;
+	int rc = guarded_read(addr, buf, nw);
+
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc)
+		tfail("%s: %s", what, errname(rc));
+	for (size_t w = 0; !rc && w < nw; w++)
+		if (!mm_plausible(r, p, w, buf[w])) {
+			tfail("page %llu word %zu: %#llx",
+			      (unsigned long long)p, w,
+			      (unsigned long long)buf[w]);
+			break;
+		}
+	return rc;
 }
 
 static void *mm_main(void *arg)
@@ -1198,19 +1177,9 @@ static void *mm_main(void *arg)
 			}
 			for (int i = 0; i < 4 && !tfailed(); i++) {
 				uint64_t p = lo + rng_below(&rng, len);
-				rc = guarded_read(a + (p - lo) * r->ps, buf, nw);
-				if (rc == -ENOMEM)
-					continue;
-				if (rc)
-					tfail("read through a new mapping: %s",
-					      errname(rc));
-				for (size_t w = 0; !rc && w < nw; w++)
-					if (!mm_plausible(r, p, w, buf[w])) {
-						tfail("page %llu word %zu: %#llx",
-						      (unsigned long long)p, w,
-						      (unsigned long long)buf[w]);
-						break;
-					}
+
+				mm_read_check(r, a + (p - lo) * r->ps, p, buf,
+					      "read through a new mapping");
 			}
 			if ((rc = vmp_munmap(a)))
 				tfail("vmp_munmap: %s", errname(rc));
@@ -1225,18 +1194,10 @@ static void *mm_main(void *arg)
 				tfail("write: %s", errname(rc));
 		} else {
 			uint64_t p = rng_below(&rng, r->npages);
-			rc = guarded_read(own + p * r->ps, buf, nw);
-			if (rc == -ENOMEM)
+
+			if (mm_read_check(r, own + p * r->ps, p, buf, "read") ==
+			    -ENOMEM)
 				continue;
-			if (rc)
-				tfail("read: %s", errname(rc));
-			for (size_t w = 0; !rc && w < nw; w++)
-				if (!mm_plausible(r, p, w, buf[w])) {
-					tfail("page %llu word %zu: %#llx",
-					      (unsigned long long)p, w,
-					      (unsigned long long)buf[w]);
-					break;
-				}
 			__atomic_add_fetch(&r->faults_read, 1, __ATOMIC_RELAXED);
 		}
 	}
@@ -1259,7 +1220,6 @@ static void test_mmap_munmap_vs_faults(void **state)
 {
 	const size_t ps = os_page();
 	struct mm_race r;
-	pthread_t tid[NTHREADS];
 
 	(void)state;
 	assert_ok(vmp_fault_handler_install());
@@ -1275,10 +1235,7 @@ static void test_mmap_munmap_vs_faults(void **state)
 	assert_ok(vmp_ram_new(&r.ram, 48 * ps));
 	r.fh = open_fh(r.ram, r.m, 0);
 	r.deadline = now_ns() + race_ns();
-	for (int i = 0; i < NTHREADS; i++)
-		assert_int_equal(pthread_create(&tid[i], NULL, mm_main, &r), 0);
-	for (int i = 0; i < NTHREADS; i++)
-		pthread_join(tid[i], NULL);
+	run_threads(NTHREADS, mm_main, &r);
 	assert_no_thread_failure();
 	print_message("%llu mmap/munmap cycles, %llu reads\n",
 		      (unsigned long long)r.maps,
@@ -1306,21 +1263,6 @@ struct derived {
 	uint64_t nbase;
 };
 
-struct dcopy {
-	const char *src;
-	uint64_t *dst;
-	size_t n;
-};
-
-static int dcopy_run(void *arg)
-{
-	struct dcopy *c = arg;
-
-	for (size_t i = 0; i < c->n; i++)
-		c->dst[i] = ld64(c->src + 8 * i);
-	return 0;
-}
-
 static uint64_t derived_base(const struct derived *d, uint64_t blk)
 {
 	return (blk * 5 + 1) % d->nbase;
@@ -1329,14 +1271,14 @@ static uint64_t derived_base(const struct derived *d, uint64_t blk)
 static int derived_loadblk(void *ctx, uint64_t blk, void *buf)
 {
 	struct derived *d = ctx;
-	struct dcopy c = { d->base + derived_base(d, blk) * d->ps, buf,
-			   d->ps / 8 };
-	int rc = vmp_guard(dcopy_run, &c);
+	uint64_t *words = buf;
+	size_t n = d->ps / 8;
+	int rc = guarded_read(d->base + derived_base(d, blk) * d->ps, words, n);
 
 	if (rc)
 		return rc;
-	for (size_t i = 0; i < c.n; i++)
-		c.dst[i] ^= blk * 0x0101010101010101ull;
+	for (size_t i = 0; i < n; i++)
+		words[i] ^= blk * 0x0101010101010101ull;
 	return 0;
 }
 
@@ -1437,7 +1379,6 @@ static void nest_run(bool shared_limited_ram)
 	struct nest_race r;
 	vmp_ram *ram_b, *ram_d;
 	vmp_fileh *fb, *fd;
-	pthread_t tid[NTHREADS];
 	char *bmap, *dmap;
 
 	memset(&r, 0, sizeof(r));
@@ -1460,10 +1401,7 @@ static void nest_run(bool shared_limited_ram)
 	r.nderived = nderived;
 	r.deadline = now_ns() + race_ns();
 
-	for (int i = 0; i < NTHREADS; i++)
-		assert_int_equal(pthread_create(&tid[i], NULL, nest_main, &r), 0);
-	for (int i = 0; i < NTHREADS; i++)
-		pthread_join(tid[i], NULL);
+	run_threads(NTHREADS, nest_main, &r);
 	assert_no_thread_failure();
 	print_message("store on a mapped store%s: %llu reads, %llu -ENOMEM\n",
 		      shared_limited_ram ? " (one RAM, 32 pages)" : "",
@@ -1552,7 +1490,8 @@ struct selfref_env {
 	vmp_fileh *fh;
 };
 
-static void selfref_open(struct selfref_env *e, int touch, bool guarded,
+/* The store of 16 OS pages, nothing open yet. */
+static void selfref_init(struct selfref_env *e, int touch, bool guarded,
 			 bool fail_load)
 {
 	const size_t ps = os_page();
@@ -1567,6 +1506,12 @@ static void selfref_open(struct selfref_env *e, int touch, bool guarded,
 		e->s.inner[i] = 1;
 	e->ops.loadblk = selfref_loadblk;
 	e->store = (vmp_store){ &e->ops, &e->s, ps };
+}
+
+static void selfref_open(struct selfref_env *e, int touch, bool guarded,
+			 bool fail_load)
+{
+	selfref_init(e, touch, guarded, fail_load);
 	assert_ok(vmp_ram_new(&e->ram, 0));
 	assert_ok(vmp_fileh_open(&e->fh, e->ram, &e->store, 0));
 	assert_ok(vmp_set_fault_error_handler(e->fh, selfref_errfn, &e->s));
@@ -1609,11 +1554,7 @@ static void child_selfref_unguarded(void *arg)
 	struct selfref_env *e = arg;
 	const size_t ps = os_page();
 
-	memset(e, 0, sizeof(*e));
-	e->s.ps = ps;
-	e->s.n = 16;
-	e->ops.loadblk = selfref_loadblk;
-	e->store = (vmp_store){ &e->ops, &e->s, ps };
+	selfref_init(e, 0, false, false);
 	child_check_rc(vmp_ram_new(&e->ram, 0), 0);
 	child_check_rc(vmp_fileh_open(&e->fh, e->ram, &e->store, 0), 0);
 	child_check_rc(vmp_set_fault_error_handler(e->fh, selfref_errfn, &e->s), 0);
@@ -1683,12 +1624,7 @@ static void child_selfref_next_page(void *arg)
 	struct selfref_env *e = arg;
 	const size_t ps = os_page();
 
-	memset(e, 0, sizeof(*e));
-	e->s.ps = ps;
-	e->s.n = 16;
-	e->s.touch = 1;
-	e->ops.loadblk = selfref_loadblk;
-	e->store = (vmp_store){ &e->ops, &e->s, ps };
+	selfref_init(e, 1, false, false);
 	child_check_rc(vmp_ram_new(&e->ram, 0), 0);
 	child_check_rc(vmp_fileh_open(&e->fh, e->ram, &e->store, 0), 0);
 	child_check_rc(vmp_mmap(e->fh, 0, e->s.n, PROT_READ, (void **)&e->s.map), 0);
@@ -1745,7 +1681,9 @@ static void test_loadblk_reads_other_page_of_own_handle(void **state)
 	selfref_close(&e);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f)                                                                   \
+	cmocka_unit_test_setup_teardown(f, thread_test_setup,                  \
+					thread_test_teardown)
 
 int main(void)
 {

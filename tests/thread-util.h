@@ -22,7 +22,9 @@
  *    the main thread's stack); they record the first failure here and stop,
  *    and the main thread fails the test with that message after the joins.
  *  - watchdog: a deadlock must fail the test, not hang it: SIGALRM prints
- *    what was running and aborts.
+ *    what was running and aborts;
+ *  - the cmocka setup and teardown of every such test, guarded_read() and
+ *    run_threads().
  */
 #ifndef VMP_TEST_THREAD_UTIL_H
 #define VMP_TEST_THREAD_UTIL_H
@@ -190,6 +192,63 @@ static inline void watchdog_arm(unsigned seconds, const char *what)
 static inline void watchdog_disarm(void)
 {
 	alarm(0);
+}
+
+/* --- reads, threads, fixtures ------------------------------------------- */
+
+struct rjob {
+	const char *addr;
+	uint64_t *buf;
+	size_t n;
+};
+
+static inline int rjob_run(void *arg)
+{
+	struct rjob *j = arg;
+
+	for (size_t i = 0; i < j->n; i++)
+		j->buf[i] = ld64(j->addr + 8 * i);
+	return 0;
+}
+
+/* Read @n words at @addr into @buf under vmp_guard. */
+static inline int guarded_read(const char *addr, uint64_t *buf, size_t n)
+{
+	struct rjob j = { addr, buf, n };
+
+	return vmp_guard(rjob_run, &j);
+}
+
+/* Run @fn(@arg) in @n threads (at most 64) and wait for all of them. */
+static inline void run_threads(unsigned n, void *(*fn)(void *), void *arg)
+{
+	pthread_t tid[64];
+
+	assert_true(n <= ARRAY_LEN(tid));
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(pthread_create(&tid[i], NULL, fn, arg), 0);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(tid[i], NULL);
+}
+
+static int thread_test_fds; /* open fds before the test */
+
+/* cmocka setup and teardown of a threaded test: no failure recorded yet,
+ * no watchdog left armed, no fd left open. */
+static inline int thread_test_setup(void **state)
+{
+	(void)state;
+	thread_test_fds = count_open_fds();
+	tfail_reset();
+	return 0;
+}
+
+static inline int thread_test_teardown(void **state)
+{
+	(void)state;
+	watchdog_disarm();
+	assert_no_fd_leak(thread_test_fds);
+	return 0;
 }
 
 #endif /* VMP_TEST_THREAD_UTIL_H */
