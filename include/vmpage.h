@@ -362,8 +362,11 @@ int vmp_handle_fault(void *addr);
 
 /**
  * (Re)install the library's SIGSEGV handler.  vmp_ram_new, vmp_fileh_open
- * and vmp_mmap call it; call it again after something else replaced the
- * SIGSEGV action.  @return 0, -ENOSYS (libsigsegv cannot catch faults here).
+ * and vmp_mmap install it too, except over a handler that a program put in
+ * place of the library's since (that program chains to vmp_handle_fault(),
+ * and keeps its handler).  Call this after something else replaced the
+ * SIGSEGV action without chaining (a test framework, say).
+ * @return 0, -ENOSYS (libsigsegv cannot catch faults here).
  */
 int vmp_fault_handler_install(void);
 

@@ -362,6 +362,9 @@ static int on_sigsegv(void *fault_address, int serious)
 	return 1; /* a SIGBUS handler returned: retry, as the kernel would */
 }
 
+/* The SIGSEGV action our last install left, to recognise it later. */
+static void *installed_action;
+
 VMP_EXPORT int vmp_fault_handler_install(void)
 {
 	struct sigaction sa;
@@ -370,11 +373,28 @@ VMP_EXPORT int vmp_fault_handler_install(void)
 	if (sigsegv_install_handler(on_sigsegv) < 0)
 		return -ENOSYS;
 	/* SA_NODEFER: a loadblk may fault on other mappings (see fault_lock) */
-	if (sigaction(SIGSEGV, NULL, &sa) == 0 && !(sa.sa_flags & SA_NODEFER)) {
-		sa.sa_flags |= SA_NODEFER;
-		sigaction(SIGSEGV, &sa, NULL);
+	if (sigaction(SIGSEGV, NULL, &sa) == 0) {
+		if (!(sa.sa_flags & SA_NODEFER)) {
+			sa.sa_flags |= SA_NODEFER;
+			sigaction(SIGSEGV, &sa, NULL);
+		}
+		__atomic_store_n(&installed_action, (void *)sa.sa_sigaction,
+				 __ATOMIC_RELAXED);
 	}
 	return 0;
+}
+
+void fault_handler_arm(void)
+{
+	struct sigaction sa;
+	void *ours = __atomic_load_n(&installed_action, __ATOMIC_RELAXED);
+
+	/* A handler installed after ours belongs to a program that chains to
+	 * vmp_handle_fault() (or will re-arm us): leave it in place. */
+	if (ours && sigaction(SIGSEGV, NULL, &sa) == 0 &&
+	    sa.sa_handler != SIG_DFL && (void *)sa.sa_sigaction != ours)
+		return;
+	(void)vmp_fault_handler_install();
 }
 
 VMP_EXPORT int vmp_handle_fault(void *addr)

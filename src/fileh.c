@@ -230,7 +230,7 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	list_add_tail(&fh->ram_link, &ram->filehs);
 	ram->nfileh++;
 	ram_unlock_api(ram, &saved);
-	vmp_fault_handler_install();
+	fault_handler_arm();
 	*fhp = fh;
 	return 0;
 

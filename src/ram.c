@@ -394,7 +394,7 @@ VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 	list_init(&ram->filehs);
 	list_init(&ram->pool_free);
 	ram->fork_gen = vmp_fork_gen;
-	vmp_fault_handler_install();
+	fault_handler_arm();
 	*ramp = ram;
 	return 0;
 }

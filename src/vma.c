@@ -454,7 +454,7 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 		return -EINVAL;
 	if ((ret = check_fork(fh->ram->fork_gen)) || (ret = fh_check_range(fh, pgoffset, pglen)))
 		return ret;
-	vmp_fault_handler_install();
+	fault_handler_arm();
 	v = calloc(1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
