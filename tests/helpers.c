@@ -418,7 +418,7 @@ struct mock *mock_new(size_t blksize, uint64_t nblocks, unsigned flags)
 
 struct mock *mock_new_generated(size_t blksize)
 {
-	return mock_new(blksize, TiB / blksize, MOCK_READONLY | MOCK_NO_HOOKS);
+	return mock_new(blksize, BIG_SPAN / blksize, MOCK_READONLY | MOCK_NO_HOOKS);
 }
 
 void mock_free(struct mock *m)

@@ -39,6 +39,20 @@
 #define GiB ((uint64_t)1 << 30)
 #define TiB ((uint64_t)1 << 40)
 
+/* The "1 TiB" mappings of the tests.  ThreadSanitizer leaves programs only
+ * pieces of about 1.5 TiB of address space, where 1 TiB may not fit: under
+ * it they map 64 GiB. */
+#if defined(__SANITIZE_THREAD__)
+#define BIG_SPAN (64 * GiB)
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BIG_SPAN (64 * GiB)
+#endif
+#endif
+#ifndef BIG_SPAN
+#define BIG_SPAN TiB
+#endif
+
 #define TEST_SKIP 77 /* meson's "skipped" exit code */
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

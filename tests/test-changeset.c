@@ -210,7 +210,7 @@ static void test_writeout_store_once_per_dirty(void **state)
 static void test_writeout_1tib_three_dirty(void **state)
 {
 	const size_t ps = os_page();
-	const uint64_t npages = TiB / ps;
+	const uint64_t npages = BIG_SPAN / ps;
 	const uint64_t dirty[] = { 0, npages / 2 + 12345, npages - 1 };
 	struct mock *m = mock_new(ps, npages, 0);
 	struct timespec t0, t1;

@@ -41,7 +41,7 @@ static void test_lazy_load_1tib(void **state)
 {
 	enum { K = 300 };
 	const size_t ps = os_page();
-	const uint64_t npages = TiB / ps;
+	const uint64_t npages = BIG_SPAN / ps;
 	struct mock *m = mock_new_generated(ps);
 	uint64_t blks[K];
 	uint64_t rss0;

@@ -614,7 +614,7 @@ static void test_200k_random_reads(void **state)
 	assert_ok(vmp_fault_handler_install());
 	assert_ok(vmp_ram_new(&ram, 0));
 	fh = open_fh(ram, m, 0);
-	s.npages = TiB / ps;
+	s.npages = BIG_SPAN / ps;
 	s.p = map_pages(fh, 0, s.npages, PROT_READ);
 	s.ps = ps;
 	s.count = 200000;
@@ -627,7 +627,8 @@ static void test_200k_random_reads(void **state)
 			 (unsigned long long)s.count, errname(rc));
 	print_stats("200k random reads", ram);
 	assert_true(count_kernel_maps() < max_map_count());
-	assert_true(ram_stats(ram).loads >= 200000 - 1000);
+	/* random picks repeat: rarely in 1 TiB, 16x as often in TSan's span */
+	assert_true(ram_stats(ram).loads >= 200000 - 1000 * (TiB / BIG_SPAN));
 
 	assert_ok(vmp_munmap(s.p));
 	assert_ok(vmp_fileh_close(fh));
