@@ -664,12 +664,14 @@ static void do_quiet(struct worker *wk)
 		      (unsigned long long)nd, (unsigned long long)maybe);
 		goto out;
 	}
-	if (check_all(wk, 0, st->npages, "quiet check"))
-		goto out;
-	what = (unsigned)rng_below(&wk->rng, 3);
-	/* keep room under the limit for faults: commit when half is dirty */
+	/* keep room under the limit for faults: commit when half is dirty,
+	 * before reading every page (which needs room for clean pages) */
 	if (st->limit && 2 * nd * st->ps > st->limit)
 		what = 0;
+	else if (check_all(wk, 0, st->npages, "quiet check"))
+		goto out;
+	else
+		what = (unsigned)rng_below(&wk->rng, 3);
 	switch (what) {
 	case 0:
 		quiet_writeout(wk);
