@@ -170,13 +170,14 @@ static inline int check_fork(unsigned gen)
 }
 
 /*
- * Lock @ram.  Critical sections are short (bookkeeping and an mprotect), but
- * a waiter put to sleep costs a cross-CPU wake-up of tens of microseconds,
- * more than the section itself: so spin on trylock for a while first.
+ * Lock @ram.  Critical sections are short bookkeeping, and a waiter put to
+ * sleep costs a cross-CPU wake-up of tens of microseconds, more than the
+ * section itself: so spin on trylock a little first, but not for long, for
+ * the holder may have been preempted (more threads than CPUs).
  */
 static inline void ram_lock(vmp_ram *ram)
 {
-	for (int i = 0; i < 2000; i++) {
+	for (int i = 0; i < 200; i++) {
 		if (pthread_mutex_trylock(&ram->lock) == 0)
 			return;
 		cpu_relax();
