@@ -229,9 +229,12 @@ int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
  * fh_remap_plan (locked) accounts the change and pins each vma that needs
  * one, filling @ops (at most @max, else -ENOSPC and nothing done);
  * remap_ops_apply (unlocked) changes the protections; remap_ops_finish
- * (locked) unpins and, if any op failed (or @err is set), puts every vma
- * back as it was and returns that error.  The pages must not change state
- * in between: the caller marks them (PAGE_MAPPING).
+ * (locked) unpins and returns the first error.  The count then assumes
+ * every vma changed: after an error, the caller moves the pages on to a
+ * state that every vma can show (fh_remap_run), which puts vmas and count
+ * right whichever ops failed, and also covers vmas mapped meanwhile.  The
+ * pages must not change state in between: the caller marks them
+ * (PAGE_MAPPING).
  */
 struct remap_op {
 	struct vmp_vma *v;
@@ -243,7 +246,7 @@ int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		  const struct vmp_page *from, const struct vmp_page *to,
 		  struct remap_op *ops, int max);
 void remap_ops_apply(struct remap_op *ops, int n);
-int remap_ops_finish(struct remap_op *ops, int n, int err);
+int remap_ops_finish(struct remap_op *ops, int n);
 /* Kernel VMAs the remap would add (may be negative). */
 long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		   const struct vmp_page *from, const struct vmp_page *to);

@@ -174,7 +174,12 @@ static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 		fault_unlock(ram);
 		remap_ops_apply(ops, nops);
 		fault_lock(ram);
-		ret = remap_ops_finish(ops, nops, 0);
+		ret = remap_ops_finish(ops, nops);
+		/* the kernel refused some: take the run down everywhere again
+		 * (pages still MAPPING, so this undoes exactly what was done) */
+		if (ret)
+			(void)fh_remap_run(fh, pages[0]->index, n, pages[0],
+					   &page_absent);
 	}
 	for (i = 0; i < n; i++)
 		pages[i]->flags &= (uint8_t)~PAGE_MAPPING;

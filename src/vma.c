@@ -310,6 +310,16 @@ rollback:
 	return ret;
 }
 
+/* Forget planned ops that were not applied: their counts, their pins. */
+static void plan_cancel(struct remap_op *ops, int n)
+{
+	for (int i = 0; i < n; i++) {
+		account(ops[i].v, boundary_delta(ops[i].v, ops[i].idx, ops[i].n,
+						 ops[i].newc, ops[i].oldc));
+		vma_unpin(ops[i].v);
+	}
+}
+
 int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		  const struct vmp_page *from, const struct vmp_page *to,
 		  struct remap_op *ops, int max)
@@ -323,7 +333,7 @@ int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		if (oldc == newc || !clip(v, &a, &len))
 			continue;
 		if (k == max) {
-			remap_ops_finish(ops, k, -ENOSPC);
+			plan_cancel(ops, k);
 			return -ENOSPC;
 		}
 		account(v, boundary_delta(v, a, len, oldc, newc));
@@ -340,20 +350,14 @@ void remap_ops_apply(struct remap_op *ops, int n)
 					 ops[i].oldc, ops[i].newc);
 }
 
-int remap_ops_finish(struct remap_op *ops, int n, int err)
+int remap_ops_finish(struct remap_op *ops, int n)
 {
-	int i;
+	int err = 0;
 
-	for (i = 0; i < n && !err; i++)
-		err = ops[i].err;
-	for (i = 0; i < n; i++) {
-		struct remap_op *op = &ops[i];
-		/* on failure, what changed goes back and the count with it */
-		if (err && (op->err ||
-			    apply_class(op->v, op->idx, op->n, op->newc, op->oldc) == 0))
-			account(op->v, boundary_delta(op->v, op->idx, op->n,
-						      op->newc, op->oldc));
-		vma_unpin(op->v);
+	for (int i = 0; i < n; i++) {
+		if (!err)
+			err = ops[i].err;
+		vma_unpin(ops[i].v);
 	}
 	return err;
 }
