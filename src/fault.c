@@ -173,9 +173,12 @@ static int serve(struct vmp_vma *v, uint64_t idx, bool write, bool zero,
 			return reactivate(p, fe);
 		if (!is_write(p, write))
 			return 1;
-		/* a write to read-only memory: decline, the program crashes
-		 * (libsigsegv asks twice; is_write() answers the same) */
-		return writable ? make_dirty(p, fe) : 0;
+		/* a write to read-only memory, or to a page of zeros served
+		 * for a failed load (VMP_FAULT_ZERO): decline, the program
+		 * crashes (libsigsegv asks twice; is_write() answers alike) */
+		if (!writable || (p->flags & PAGE_ZERO))
+			return 0;
+		return make_dirty(p, fe);
 	case PAGE_DIRTY:
 		if (!is_write(p, write))
 			return 1;
@@ -224,13 +227,9 @@ static int fault_serve(void *addr)
 	ram = v->fh->ram;
 	fe.fh = v->fh;
 	fe.blk = page_of(v, a);
-	if (vmp_tls.locked) {
-		/* a fault inside the fault path itself: a bug, crash now */
-		ram_lock(ram);
-		vma_unpin(v);
-		pthread_mutex_unlock(&ram->lock);
-		return 0;
-	}
+	if (vmp_tls.locked)
+		return 0; /* a fault inside the fault path: a bug, crash now
+			     (the pin stays: we may hold this very lock) */
 	fault_lock(ram);
 	if (vmp_tls.nserving == MAX_NEST) {
 		/* loadblks nested this deep: refuse rather than overflow */
@@ -244,7 +243,8 @@ static int fault_serve(void *addr)
 		if (ret >= 0 || zero)
 			break;
 		int answer = ask_error_handler(v->fh, &fe);
-		if (answer == VMP_FAULT_ZERO)
+		/* an overlay page exists only to be written: no zero page */
+		if (answer == VMP_FAULT_ZERO && !(v->fh->flags & VMP_OVERLAY))
 			zero = true;
 		else if (answer != VMP_FAULT_RETRY)
 			break;

@@ -325,6 +325,7 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	uint64_t n = (overlay || zero) ? 1 : readahead(v, idx), filled;
 	sigset_t segv, saved;
 	long made;
+	bool write_failed = false;
 	int err = 0, ret;
 
 	r.to.state = overlay ? PAGE_DIRTY : PAGE_LOADED;
@@ -356,6 +357,7 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	}
 	if (filled > r.lo && (ret = run_write(&r, filled))) {
 		err = ret;
+		write_failed = true; /* part may be written: punch it */
 		filled = r.lo;
 	}
 	fault_lock(ram);
@@ -366,7 +368,7 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	if (filled > r.base + 1)
 		ram->stats.readahead_pages += filled - r.base - 1;
 	ret = run_install(&r, filled);
-	run_cut(&r, filled, false);
+	run_cut(&r, filled, write_failed);
 	if (filled == r.base)
 		return fail(fe, VMP_FAULT_LOAD, err);
 	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 1;

@@ -110,6 +110,8 @@ VMP_EXPORT int vmp_file_store(vmp_store *store, int fd, size_t blksize)
 	mode = fcntl(fd, F_GETFL);
 	if (mode < 0 || (mode & O_ACCMODE) == O_WRONLY)
 		return -EBADF;
+	if (mode & O_APPEND)
+		return -EINVAL; /* pwrite would append, not write in place */
 	fs = malloc(sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
