@@ -370,14 +370,41 @@ int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
 
 /* --- public calls --- */
 
-/* Show the pages of @fh already resident in [v's range] in @v.  A new vma
- * shows NONE (or BASE) everywhere; runs of pages with equal state are
- * mapped with one call each.  ram->lock held. */
+/* How many kernel VMAs @v takes when it shows pages[0..n) (sorted, all
+ * in its range) and nothing else: one, plus one per change of class
+ * between neighbours. */
+static long count_kvmas(const struct vmp_vma *v, struct vmp_page **pages,
+			long n)
+{
+	int none = vma_class(v, NULL);
+	int prev = -1;                /* class before; -1: the vma's start */
+	uint64_t next = v->pgoffset;  /* the index after the last one seen */
+	long changes = 0;
+
+	for (long i = 0; i < n; i++) {
+		int c = vma_class(v, pages[i]);
+		if (pages[i]->index != next) { /* a gap, which shows none */
+			changes += prev >= 0 && prev != none;
+			prev = none;
+		}
+		changes += prev >= 0 && c != prev;
+		prev = c;
+		next = pages[i]->index + 1;
+	}
+	if (next != v->pgoffset + v->npages)
+		changes += prev >= 0 && prev != none;
+	return 1 + changes;
+}
+
+/* Show the pages of @fh already resident in @v's range, which a new vma
+ * shows as none: one call per run of neighbours in the same state.  Then
+ * set its kernel VMA count.  ram->lock held. */
 static int vma_show_resident(struct vmp_vma *v)
 {
 	struct vmp_page **pages;
 	long n = pagemap_collect(&v->fh->pagemap, v->pgoffset,
 				 v->pgoffset + v->npages, &pages);
+	enum vma_class none = vma_class(v, NULL);
 	long i, j;
 	int ret = 0;
 
@@ -388,14 +415,11 @@ static int vma_show_resident(struct vmp_vma *v)
 		for (j = i + 1; j < n && pages[j]->index == pages[j - 1]->index + 1 &&
 				vma_class(v, pages[j]) == c; j++)
 			;
-		enum vma_class none = vma_class(v, NULL);
-		if (c == none)
-			continue;
-		long d = boundary_delta(v, pages[i]->index, (uint64_t)(j - i), none, c);
-		ret = apply_class(v, pages[i]->index, (uint64_t)(j - i), none, c);
-		if (!ret)
-			account(v, d);
+		if (c != none)
+			ret = apply_class(v, pages[i]->index, (uint64_t)(j - i), none, c);
 	}
+	if (!ret)
+		account(v, count_kvmas(v, pages, n) - v->kvmas);
 	free(pages);
 	return ret;
 }
