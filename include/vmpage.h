@@ -83,8 +83,14 @@ typedef struct vmp_store_ops {
 	 * negative errno.  Required.
 	 *
 	 * Runs in the faulting thread, inside the SIGSEGV handler (or inside
-	 * vmp_prefault()).  It must not touch the page being loaded, and must
-	 * not unmap the mapping being faulted on.
+	 * vmp_prefault()).  It must not touch the page being loaded, must
+	 * not unmap mappings of its own handle, and must not call
+	 * vmp_writeout/vmp_discard on it.  It may read other mappings, and
+	 * other pages of its own handle: such a store should open its handle
+	 * with VMP_NO_READAHEAD, because two threads whose read-ahead windows
+	 * each hold a page the other's loadblk reads would wait for each other
+	 * (the library turns read-ahead off by itself after the first such
+	 * read, which can be too late).
 	 */
 	int (*loadblk)(void *ctx, uint64_t blk, void *buf);
 	/**
@@ -180,6 +186,12 @@ enum vmp_fileh_flags {
 	 *  cache, read at kernel speed, not charged to the RAM); only dirty
 	 *  pages live in the handle's memory.  Needs ops->base. */
 	VMP_OVERLAY = 1u << 0,
+	/** Load only the page a fault asks for, never the following ones.
+	 *  For stores whose loadblk reads other pages of the same handle:
+	 *  two threads' read-ahead could then wait on each other.  (The
+	 *  library also stops read-ahead on a handle by itself the first time
+	 *  it sees a loadblk touch its own handle.) */
+	VMP_NO_READAHEAD = 1u << 1,
 };
 
 /**
@@ -193,7 +205,7 @@ enum vmp_fileh_flags {
  * @param fhp   receives the handle.
  * @param ram   the budget its pages are charged to.
  * @param store callbacks and block size.
- * @param flags 0 or VMP_OVERLAY.
+ * @param flags 0, or VMP_OVERLAY and/or VMP_NO_READAHEAD.
  * @return 0, -EINVAL (NULL argument, no loadblk, blksize not a power of two
  *         or below the OS page size, unknown flag, VMP_OVERLAY without
  *         ops->base), the error of ops->base, -ENOMEM, -EMFILE, -ECHILD.

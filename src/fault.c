@@ -158,6 +158,10 @@ static int serve(struct vmp_vma *v, uint64_t idx, bool write, bool zero,
 
 	if ((fh->flags & VMP_OVERLAY) && !writable)
 		return 0; /* reads never fault there: a write to read-only */
+	/* a loadblk of this handle reads the handle: stop read-ahead, or two
+	 * threads' runs could each wait for a page the other holds */
+	for (unsigned i = 0; i < vmp_tls.nloading && !fh->reads_itself; i++)
+		fh->reads_itself = vmp_tls.loading[i]->fh == fh;
 	if (!p)
 		return load_pages(v, idx, zero, fe);
 	switch (p->state) {

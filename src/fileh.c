@@ -198,7 +198,7 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 		return ret;
 	if (!fhp || !ram || !valid_store(store))
 		return -EINVAL;
-	if ((flags & ~(unsigned)VMP_OVERLAY) ||
+	if ((flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD)) ||
 	    ((flags & VMP_OVERLAY) && !store->ops->base))
 		return -EINVAL;
 	if ((ret = check_fork(ram->fork_gen)))

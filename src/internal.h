@@ -122,7 +122,7 @@ struct vmp_fileh {
 	vmp_ram *ram;             /* const */
 	vmp_store store;          /* const copy; store.ops points to ops */
 	vmp_store_ops ops;        /* const copy */
-	unsigned flags;           /* const: VMP_OVERLAY */
+	unsigned flags;           /* const: VMP_OVERLAY, VMP_NO_READAHEAD */
 	unsigned pageshift;       /* const: log2(store.blksize) */
 	int memfd;                /* const: page i at offset i << pageshift */
 	int base_fd;              /* const, VMP_OVERLAY: the store's file */
@@ -134,6 +134,8 @@ struct vmp_fileh {
 	struct vmp_list vmas;     /* via vma->fh_link */
 	unsigned nvma;
 	bool writeout_busy;
+	bool reads_itself;        /* a loadblk of it touched it: read-ahead
+				     off (see serve()) */
 	vmp_fault_error_fn errfn;
 	void *errarg;
 	struct vmp_list ram_link; /* on ram->filehs */

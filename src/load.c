@@ -79,6 +79,9 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 	struct vmp_fileh *fh = v->fh;
 	uint64_t max = RA_MAX_BYTES >> fh->pageshift, n;
 
+	if ((fh->flags & VMP_NO_READAHEAD) || fh->reads_itself)
+		return 1;
+
 	if (fh->ram->limit_bytes && max > (fh->ram->limit_bytes / 8) >> fh->pageshift)
 		max = (fh->ram->limit_bytes / 8) >> fh->pageshift;
 	if (max > RA_MAX_PAGES)

@@ -203,7 +203,7 @@ static void test_fileh_open_bad_args(void **state)
 	size_t ps = os_page();
 	const size_t bad_sizes[] = { 0, 1, ps / 2, ps + 1, 3 * ps, ps * 5,
 				     SIZE_MAX };
-	const unsigned bad_flags[] = { 1u << 1, 1u << 7, 1u << 31, ~0u,
+	const unsigned bad_flags[] = { 1u << 2, 1u << 7, 1u << 31, ~0u,
 				       VMP_OVERLAY | (1u << 3) };
 
 	(void)state;
