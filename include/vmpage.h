@@ -29,7 +29,9 @@
  *   ASAN_OPTIONS=handle_segv=0:allow_user_segv_handler=1.
  * - fork(): the child does not inherit the mappings (they are MADV_DONTFORK:
  *   touching them in the child is an ordinary SIGSEGV) and every call on an
- *   object created before the fork returns -ECHILD in the child.  The child
+ *   object created before the fork returns -ECHILD in the child (the calls
+ *   that take a mapped address, vmp_munmap and vmp_prefault, -EINVAL: the
+ *   child has no mappings).  The child
  *   may create objects of its own.  The parent is unaffected.
  * - A fault that cannot be served (loadblk failed, memory budget used up by
  *   dirty pages, kernel mapping limit) prints one line on stderr and raises
@@ -97,6 +99,8 @@ typedef struct vmp_store_ops {
 	 * Store block @p blk from @p buf (blksize bytes).  Returns 0 or a
 	 * negative errno.  NULL: the store is read-only (writeout with
 	 * VMP_WRITEOUT_STORE fails with -EROFS).  Called from vmp_writeout().
+	 * It and the writeout hooks must not call vmp_writeout or vmp_discard
+	 * on the same handle (they would wait for the writeout in progress).
 	 */
 	int (*storeblk)(void *ctx, uint64_t blk, const void *buf);
 	/** Optional: called once before the first storeblk of a writeout. */
@@ -216,11 +220,13 @@ VMP_NODISCARD int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 /**
  * Close a handle.  Its uncommitted changes (dirty pages) are dropped: call
  * vmp_writeout() first to keep them.
- * @return 0, -EINVAL (NULL), -EBUSY while it has mappings, -ECHILD.
+ * @return 0, -EINVAL (NULL), -EBUSY while it has mappings or a writeout of
+ *         it runs in another thread, -ENOMEM, -ECHILD.
  */
 int vmp_fileh_close(vmp_fileh *fh);
 
-/** Number of dirty pages of @p fh, in *@p npages. @return 0, -EINVAL. */
+/** Number of dirty pages of @p fh, in *@p npages.
+ *  @return 0, -EINVAL, -ECHILD. */
 int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages);
 
 /* --- mappings ------------------------------------------------------------ */
@@ -286,14 +292,20 @@ enum {
  * @return 0; -EINVAL (NULL, no flag or unknown flags); -EROFS (STORE on a store
  *         without storeblk); the error of writeout_begin, storeblk or
  *         writeout_commit, in which case every page that was dirty is still
- *         dirty with its bytes and the call can be repeated; -ECHILD.
+ *         dirty with its bytes and the call can be repeated; -ENOMEM (no
+ *         memory, or the kernel refused to write-protect pages: those stay
+ *         dirty); -ECHILD.  With VMP_OVERLAY, a failure to map the file back
+ *         after a successful STORE is returned too: the file has the bytes,
+ *         pages not yet mapped back stay dirty.
  */
 int vmp_writeout(vmp_fileh *fh, unsigned flags);
 
 /**
  * Throw the change set away: every dirty page is dropped, and its next
  * access loads the store's bytes.  Clean pages stay.
- * @return 0, -EINVAL, -ECHILD.
+ * @return 0, -EINVAL, -ECHILD, -ENOMEM (no memory, or the kernel refused a
+ *         mapping change near vm.max_map_count: the pages dropped so far
+ *         stay dropped, the rest stay dirty; call again).
  */
 int vmp_discard(vmp_fileh *fh);
 
@@ -304,7 +316,8 @@ int vmp_discard(vmp_fileh *fh);
  * pages in the range are kept (they are the user's changes; vmp_discard()
  * drops them).  In VMP_OVERLAY handles clean pages are the kernel's page
  * cache, which is always current, so only loads in progress are affected.
- * @return 0, -EINVAL (NULL, pglen 0, range overflows), -ECHILD.
+ * @return 0, -EINVAL (NULL, pglen 0, range overflows), -ECHILD, -ENOMEM (as
+ *         for vmp_discard).
  */
 int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen);
 
