@@ -72,7 +72,7 @@ static int remap(struct vmp_page *p, const struct vmp_page *to,
 		if (p->state != state || p->flags != flags)
 			return 1;
 	}
-	ret = fh_remap_page(fh, p, to);
+	ret = fh_remap_run(fh, p->index, 1, p, to);
 	if (ret)
 		return fail(fe, VMP_FAULT_MAPLIMIT, ret);
 	return 0;

@@ -205,8 +205,6 @@ void page_free(vmp_ram *ram, struct vmp_page *page);
 int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
 	       enum vmp_fault_what *what);
 void ram_uncharge(vmp_ram *ram, uint64_t bytes);
-/* Drop at least @bytes of clean pages if there are. */
-void ram_reclaim_locked(vmp_ram *ram, uint64_t bytes);
 /* The LRU: a new clean page, one leaving it, one touched again. */
 void lru_add(vmp_ram *ram, struct vmp_page *p);
 void lru_remove(vmp_ram *ram, struct vmp_page *p);
@@ -223,9 +221,6 @@ enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p);
  * vma that failed; earlier vmas are rolled back). */
 int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		 const struct vmp_page *from, const struct vmp_page *to);
-/* Same for a single page moving from its current state to @to. */
-int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
-		  const struct vmp_page *to);
 /*
  * The same in three steps, so that the mprotects run without ram->lock:
  * fh_remap_plan (locked) accounts the change and pins each vma that needs

@@ -17,7 +17,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -276,11 +275,6 @@ static void reclaim_kvmas(vmp_ram *ram, long kvmas)
 	}
 }
 
-void ram_reclaim_locked(vmp_ram *ram, uint64_t bytes)
-{
-	reclaim_bytes(ram, bytes);
-}
-
 int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
 	       enum vmp_fault_what *what)
 {
@@ -433,7 +427,7 @@ VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
 	if ((ret = check_fork(ram->fork_gen)))
 		return ret;
 	ram_lock_api(ram, &saved);
-	ram_reclaim_locked(ram, bytes);
+	reclaim_bytes(ram, bytes);
 	ram_unlock_api(ram, &saved);
 	return 0;
 }

@@ -362,12 +362,6 @@ int remap_ops_finish(struct remap_op *ops, int n)
 	return err;
 }
 
-int fh_remap_page(struct vmp_fileh *fh, struct vmp_page *p,
-		  const struct vmp_page *to)
-{
-	return fh_remap_run(fh, p->index, 1, p, to);
-}
-
 /* --- public calls --- */
 
 /* How many kernel VMAs @v takes when it shows pages[0..n) (sorted, all
