@@ -215,10 +215,10 @@ void page_wake(vmp_ram *ram, struct vmp_page *page);
 
 /* --- vma.c -------------------------------------------------------------- */
 enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p);
-/* Show pages [idx, idx+n) of fh, which all share one state, as @to in every
- * vma (for page state @to_page: a page with the new state/flags, used to
- * derive each vma's class).  Returns 0 or -errno (nothing changed in the
- * vma that failed; earlier vmas are rolled back). */
+/* Pages [idx, idx+n) of fh are in the state of @from (state and flags):
+ * show them in every vma as a page in the state of @to shows, and account
+ * the kernel VMAs.  Returns 0 or -errno (the vma that failed is unchanged,
+ * the ones before it are put back). */
 int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 		 const struct vmp_page *from, const struct vmp_page *to);
 /*
