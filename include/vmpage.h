@@ -344,7 +344,11 @@ struct vmp_fault_error {
 enum {
 	VMP_FAULT_DEFAULT = 0, /**< go on: vmp_guard, else message + SIGBUS */
 	VMP_FAULT_RETRY,       /**< try the load again now */
-	VMP_FAULT_ZERO,        /**< map a page of zeros (clean, read-only) */
+	VMP_FAULT_ZERO,        /**< map a page of zeros, clean: mapped
+				    read-only like any clean page, a write
+				    dirties it (and a writeout stores it).
+				    Overlay handles treat it as DEFAULT: their
+				    pages exist only to be written */
 };
 
 /**

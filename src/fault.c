@@ -177,12 +177,9 @@ static int serve(struct vmp_vma *v, uint64_t idx, bool write, bool zero,
 			return reactivate(p, fe);
 		if (!is_write(p, write))
 			return 1;
-		/* a write to read-only memory, or to a page of zeros served
-		 * for a failed load (VMP_FAULT_ZERO): decline, the program
-		 * crashes (libsigsegv asks twice; is_write() answers alike) */
-		if (!writable || (p->flags & PAGE_ZERO))
-			return 0;
-		return make_dirty(p, fe);
+		/* a write to read-only memory: decline, the program crashes
+		 * (libsigsegv asks twice; is_write() answers the same) */
+		return writable ? make_dirty(p, fe) : 0;
 	case PAGE_DIRTY:
 		if (!is_write(p, write))
 			return 1;

@@ -58,7 +58,6 @@ enum page_flags {
 	PAGE_INVALIDATED = 1u << 1, /* LOADING: throw the result away */
 	PAGE_WP = 1u << 2,          /* DIRTY, write-protected for a writeout
 				       and not written since */
-	PAGE_ZERO = 1u << 3,        /* LOADED with zeros by VMP_FAULT_ZERO */
 	PAGE_MAPPING = 1u << 4,     /* LOADING, bytes in the memfd: the loader
 				       is mapping it with ram->lock dropped;
 				       shows as what it becomes (vma_class) */

@@ -332,7 +332,6 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	int err = 0, ret;
 
 	r.to.state = overlay ? PAGE_DIRTY : PAGE_LOADED;
-	r.to.flags = zero ? PAGE_ZERO : 0;
 	if (vmp_tls.nloading == MAX_NEST)
 		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
 	made = run_begin(&r, idx, n, fe);

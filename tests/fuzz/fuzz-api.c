@@ -1056,7 +1056,7 @@ static void op_fh_open(void)
 		return;
 	switch (fsel % 8) {
 	case 4: case 5: flags = VMP_OVERLAY; break;
-	case 6: flags = 2; break;
+	case 6: flags = (fsel & 8) ? VMP_NO_READAHEAD : 1u << 2; break;
 	case 7: flags = 0x80000000u | fsel; break;
 	default: flags = 0;
 	}
@@ -1071,7 +1071,7 @@ static void op_fh_open(void)
 	case 15: st.ops = &no_load_ops; want = -EINVAL; break;
 	default: break;
 	}
-	if (flags & ~(unsigned)VMP_OVERLAY)
+	if (flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD))
 		want = -EINVAL;
 	else if ((flags & VMP_OVERLAY) && !s->base)
 		want = -EINVAL;
