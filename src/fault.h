@@ -38,7 +38,8 @@ struct fault_tls {
 	unsigned nserving;
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
 	bool locked;      /* holds a ram->lock in the fault path */
-	bool segv_masked; /* in vmp_prefault, which blocks SIGSEGV */
+	bool segv_masked; /* SIGSEGV is blocked here (vmp_prefault, a chained
+			     handler, TSan): unblock it around loadblk */
 	struct guard *guard;
 	struct vmp_fault_error last_error;
 };

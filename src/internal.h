@@ -16,7 +16,8 @@
  * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
  * block SIGSEGV while they hold a lock, so a stray fault there kills the
  * program at once instead of deadlocking in the handler; the fault handler
- * runs with SIGSEGV blocked (libsigsegv) except around loadblk.
+ * runs SA_NODEFER and declines a fault taken while it holds a lock, to the
+ * same effect (fault.h, fault_lock()).
  *
  * Mapping invariant (what every vma shows, derived from page state, see
  * vma_class()): in each vma of a handle covering page p,
