@@ -88,11 +88,14 @@ typedef struct vmp_store_ops {
 	 * vmp_prefault()).  It must not touch the page being loaded, must
 	 * not unmap mappings of its own handle, and must not call
 	 * vmp_writeout/vmp_discard on it.  It may read other mappings, and
-	 * other pages of its own handle: such a store should open its handle
-	 * with VMP_NO_READAHEAD, because two threads whose read-ahead windows
-	 * each hold a page the other's loadblk reads would wait for each other
-	 * (the library turns read-ahead off by itself after the first such
-	 * read, which can be too late).
+	 * other pages of its own handle, from any number of threads: a fault
+	 * that needs a page another thread's read-ahead holds, or that would
+	 * otherwise wait for a thread waiting for it, loads the page itself.
+	 * A true cycle (loadblk(a) reads b and loadblk(b) reads a) fails that
+	 * read with VMP_FAULT_RECURSION, -EDEADLK, in one thread as in
+	 * several.  Breaking a cycle of waits may load a block a second time,
+	 * concurrently with its first load, the copy that loses being thrown
+	 * away: loadblk must tolerate that (it only reads).
 	 */
 	int (*loadblk)(void *ctx, uint64_t blk, void *buf);
 	/**
@@ -148,6 +151,9 @@ struct vmp_stats {
 	uint64_t peak_resident_bytes; /**< highest resident_bytes seen */
 	uint64_t readahead_pages; /**< pages loaded ahead of a fault */
 	uint64_t metadata_bytes;  /**< library memory for pages and maps */
+	uint64_t takeovers;       /**< loads a fault took over from another
+				       thread's read-ahead, or to break a
+				       cycle of waits (see loadblk) */
 };
 
 /* --- memory budget ------------------------------------------------------- */
@@ -190,11 +196,9 @@ enum vmp_fileh_flags {
 	 *  cache, read at kernel speed, not charged to the RAM); only dirty
 	 *  pages live in the handle's memory.  Needs ops->base. */
 	VMP_OVERLAY = 1u << 0,
-	/** Load only the page a fault asks for, never the following ones.
-	 *  For stores whose loadblk reads other pages of the same handle:
-	 *  two threads' read-ahead could then wait on each other.  (The
-	 *  library also stops read-ahead on a handle by itself the first time
-	 *  it sees a loadblk touch its own handle.) */
+	/** Load only the page a fault asks for, never the following ones:
+	 *  for random access, where read-ahead would load pages nobody
+	 *  reads. */
 	VMP_NO_READAHEAD = 1u << 1,
 };
 

@@ -35,15 +35,6 @@ struct guard {
 
 __thread struct fault_tls vmp_tls __attribute__((tls_model("initial-exec")));
 
-uint16_t thread_tag(void)
-{
-	static uint16_t next_tag;
-
-	while (!vmp_tls.tag) /* 0 means "nobody"; skip it when the counter wraps */
-		vmp_tls.tag = __atomic_add_fetch(&next_tag, 1, __ATOMIC_RELAXED);
-	return vmp_tls.tag;
-}
-
 bool fault_in_progress_on(uintptr_t start)
 {
 	for (unsigned i = 0; i < vmp_tls.nserving; i++)
@@ -158,20 +149,11 @@ static int serve(struct vmp_vma *v, uint64_t idx, bool write, bool zero,
 
 	if ((fh->flags & VMP_OVERLAY) && !writable)
 		return 0; /* reads never fault there: a write to read-only */
-	/* a loadblk of this handle reads the handle: stop read-ahead, or two
-	 * threads' runs could each wait for a page the other holds */
-	for (unsigned i = 0; i < vmp_tls.nloading && !fh->reads_itself; i++)
-		fh->reads_itself = vmp_tls.loading[i]->fh == fh;
 	if (!p)
 		return load_pages(v, idx, zero, fe);
 	switch (p->state) {
-	case PAGE_LOADING: {
-		struct loading_run *mine = loading_here(fh, idx);
-		if (mine)
-			return run_conflict(mine, idx, fe);
-		page_wait(fh->ram, p);
-		return 1;
-	}
+	case PAGE_LOADING:
+		return load_fault_loading(p, fe);
 	case PAGE_LOADED:
 		if (p->flags & PAGE_INACTIVE)
 			return reactivate(p, fe);

@@ -14,16 +14,27 @@
 struct guard;
 
 /*
- * A run of pages this thread is loading: blocks [base, hi) were made
- * LOADING; [base, lo) are installed already, [lo, cur) are filled in buf,
- * block cur is in the store's hands now.  Only this thread changes it
- * (nested faults included), so its fields need no lock; the pages do.
+ * A run of pages a thread is loading (load.c), on that thread's stack:
+ * blocks [base, hi) were made LOADING; [base, lo) are committed already,
+ * [lo, cur) are filled in buf, block cur is in the store's hands now.
+ * Each page it holds points to it (page->run).  Only its thread changes
+ * these fields, so they need no lock, but for the two other threads read
+ * (atomic, see run_fill()); the pages are under ram->lock.
  */
 struct loading_run {
 	struct vmp_fileh *fh;
-	struct vmp_page **pages; /* pages[i] is block base + i */
+	struct vmp_page **pages; /* pages[i] is block base + i; NULL once
+				    known not to be this run's any more */
 	char *buf;               /* block base + i at i * pagesize */
 	uint64_t base, lo, cur, hi;
+	uint64_t loaded;         /* blocks the store filled */
+	uint64_t next;           /* atomic: the store has not been asked for
+				    blocks from here on: others may take
+				    them over */
+	unsigned takers;         /* atomic: others took (or are about to
+				    take) blocks over: check each block */
+	const struct fault_tls *thread; /* the loading thread's */
+	uint16_t owner;          /* its tag, for waits.c */
 	struct vmp_page to;      /* the state they are installed in */
 };
 
@@ -32,8 +43,7 @@ struct fault_tls {
 	/* one bounce buffer per loadblk nesting level */
 	char *bounce[MAX_NEST];
 	size_t bounce_size[MAX_NEST];
-	struct loading_run *loading[MAX_NEST];
-	unsigned nloading;
+	unsigned nloading;    /* loads in progress (nesting level) */
 	struct vmp_vma *serving[MAX_NEST];
 	unsigned nserving;
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
@@ -71,18 +81,23 @@ static inline int fail(struct vmp_fault_error *fe, enum vmp_fault_what what, int
 	return err;
 }
 
-/* This thread's page->mapper tag (never 0). */
+/* --- waits.c --- */
+/* This thread's tag (never 0): page->mapper, loading_run->owner. */
 uint16_t thread_tag(void);
+/* Record that this thread is about to wait for thread @owner; false, and
+ * nothing recorded, if @owner waits for this thread (directly or through
+ * others): the wait would never end. */
+bool wait_begin(uint16_t owner);
+void wait_end(void);
 
 /* --- load.c --- */
 void load_init(void);
-/* The run of this thread that holds block @idx of @fh LOADING, or NULL. */
-struct loading_run *loading_here(const struct vmp_fileh *fh, uint64_t idx);
 /* Load pages from @idx (absent) and map them; 1, or -errno in @fe.
  * ram->lock held, dropped meanwhile. */
 int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	       struct vmp_fault_error *fe);
-/* A loadblk of this thread touched block @idx of its own run @r. */
-int run_conflict(struct loading_run *r, uint64_t idx, struct vmp_fault_error *fe);
+/* A fault on LOADING page @p: wait for its loader, or take it over; 1
+ * (fault again), or -errno in @fe.  ram->lock held, dropped meanwhile. */
+int load_fault_loading(struct vmp_page *p, struct vmp_fault_error *fe);
 
 #endif /* VMP_FAULT_H */

@@ -20,9 +20,22 @@ unsigned vmp_fork_gen;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_error;
 
+static void fork_prepare(void)
+{
+	registry_fork_prepare();
+	waits_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+	waits_fork_parent();
+	registry_fork_parent();
+}
+
 static void fork_child(void)
 {
 	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
+	waits_fork_child();
 	registry_fork_child();
 	store_refs_fork_child();
 }
@@ -38,8 +51,7 @@ static void init_global(void)
 	 * uses now, to the rest of the program. */
 	budget = os_max_map_count() / 8 * 7 - os_count_maps();
 	vmp_kvma_budget = budget > 64 ? budget : 64;
-	if (pthread_atfork(registry_fork_prepare, registry_fork_parent,
-			   fork_child))
+	if (pthread_atfork(fork_prepare, fork_parent, fork_child))
 		init_error = -ENOMEM;
 }
 

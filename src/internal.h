@@ -12,6 +12,7 @@
  *
  * Lock order (outer first):
  *   registry.lock (rwlock, vma.c)  ->  ram->lock  ->  store_refs lock
+ *                                             ->  graph_lock (waits.c)
  * No library lock is held while a store callback runs or while page bytes
  * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
  * block SIGSEGV while they hold a lock, so a stray fault there kills the
@@ -36,6 +37,7 @@
 #ifndef VMP_INTERNAL_H
 #define VMP_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -45,6 +47,8 @@
 #include "os.h"
 #include "pagemap.h"
 #include "util.h"
+
+struct loading_run;
 
 enum page_state {
 	PAGE_GONE = 0,    /* dropped; kept only for waiters (page_wait) */
@@ -59,9 +63,13 @@ enum page_flags {
 	PAGE_INVALIDATED = 1u << 1, /* LOADING: throw the result away */
 	PAGE_WP = 1u << 2,          /* DIRTY, write-protected for a writeout
 				       and not written since */
-	PAGE_MAPPING = 1u << 4,     /* LOADING, bytes in the memfd: the loader
-				       is mapping it with ram->lock dropped;
-				       shows as what it becomes (vma_class) */
+	PAGE_COMMITTING = 1u << 3,  /* LOADING, filled: its loader is writing
+				       it into the memfd and mapping it; no
+				       other run may take it over (load.c) */
+	PAGE_MAPPING = 1u << 4,     /* COMMITTING, bytes in the memfd: the
+				       loader is mapping it with ram->lock
+				       dropped; shows as what it becomes
+				       (vma_class) */
 };
 
 /*
@@ -71,14 +79,19 @@ enum page_flags {
 struct vmp_page {
 	uint64_t index;       /* page index in the store (const) */
 	struct vmp_fileh *fh; /* owner (const) */
-	struct vmp_list link; /* LOADED: on ram->active, or ram->inactive if
-				 PAGE_INACTIVE; DIRTY: on fh->dirty;
-				 LOADING: on nothing */
+	union {
+		struct vmp_list link; /* LOADED: on ram->active, or
+					 ram->inactive if PAGE_INACTIVE;
+					 DIRTY: on fh->dirty; free: on
+					 ram->pool_free */
+		struct loading_run *run; /* LOADING: the run loading it */
+	};
 	uint8_t state;        /* enum page_state */
 	uint8_t flags;        /* enum page_flags */
 	uint16_t waiters;     /* threads waiting for LOADING to end */
-	uint16_t mapper;      /* tag of the thread whose fault last made the
-				 page readable (see fault.c, is_write()) */
+	uint16_t mapper;      /* LOADED, DIRTY: tag of the thread whose fault
+				 last made the page readable (see fault.c,
+				 is_write()) */
 };
 
 /* Hashed condition variables for "page no longer LOADING". */
@@ -134,8 +147,6 @@ struct vmp_fileh {
 	struct vmp_list vmas;     /* via vma->fh_link */
 	unsigned nvma;
 	bool writeout_busy;
-	bool reads_itself;        /* a loadblk of it touched it: read-ahead
-				     off (see serve()) */
 	vmp_fault_error_fn errfn;
 	void *errarg;
 	struct vmp_list ram_link; /* on ram->filehs */
@@ -209,7 +220,8 @@ void ram_uncharge(vmp_ram *ram, uint64_t bytes);
 void lru_add(vmp_ram *ram, struct vmp_page *p);
 void lru_remove(vmp_ram *ram, struct vmp_page *p);
 void lru_reactivated(vmp_ram *ram, struct vmp_page *p);
-/* Wait until @page is no longer LOADING (drops and retakes ram->lock). */
+/* Wait until @page is no longer LOADING, or another run took it over
+ * (drops and retakes ram->lock). */
 void page_wait(vmp_ram *ram, struct vmp_page *page);
 void page_wake(vmp_ram *ram, struct vmp_page *page);
 
@@ -258,6 +270,11 @@ extern long vmp_kvma_budget; /* const after init: how many they may take */
 void registry_fork_prepare(void);
 void registry_fork_parent(void);
 void registry_fork_child(void);
+
+/* --- waits.c ------------------------------------------------------------ */
+void waits_fork_prepare(void);
+void waits_fork_parent(void);
+void waits_fork_child(void);
 
 /* --- fileh.c ------------------------------------------------------------ */
 /* Forget a page whose vmas no longer show it: pagemap, lists, accounting.

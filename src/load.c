@@ -7,7 +7,24 @@
  * lock dropped (PAGE_MAPPING), and marked LOADED.  pwrite needs no second
  * mapping (which would count twice in RssShmem and need a TLB shootdown to
  * take down).  Sequential faults load a growing window of following pages
- * in one go: one pwrite and one mprotect for the run.
+ * in one go (a run): one pwrite and one mprotect for the run.
+ *
+ * Taking over.  A fault on a page that some run holds LOADING normally
+ * waits for it.  But a run's owner may be stuck in a nested fault (its
+ * loadblk reads a mapping) that waits, directly or through other threads,
+ * for the very thread that now faults.  So the fault does not wait, and
+ * loads the page itself in a run of its own, when
+ *   - the owner has not handed the block to the store yet (read-ahead not
+ *     started: nothing is lost, and the owner then skips it), or
+ *   - waiting would close a cycle of waiting threads (waits.c): the owner
+ *     may be loading it too, and throws its copy away.
+ * A page being written into the memfd and mapped (PAGE_COMMITTING) is
+ * never taken: its owner waits for nothing more.  A fault of a thread on
+ * its own run's page is nested: ahead of the block in the store's hands it
+ * takes the page over, the block itself is -EDEADLK, behind it the filled
+ * blocks are committed at once.  So a loadblk that reads other pages, of
+ * its handle or any other, never deadlocks; a true cycle (loadblk(a)
+ * reads b, loadblk(b) reads a) ends in -EDEADLK in one thread or several.
  *
  * Signal context, like fault.c: no malloc, no stdio.
  */
@@ -40,6 +57,7 @@ static void bounce_key_init(void)
 void load_init(void)
 {
 	pthread_once(&bounce_key_once, bounce_key_init);
+	(void)thread_tag(); /* its first use sets up waits.c outside a handler */
 }
 
 /* The bounce buffer of the current loading level (vmp_tls.nloading - 1): a
@@ -60,16 +78,6 @@ static char *bounce_get(size_t size)
 	return vmp_tls.bounce[level];
 }
 
-struct loading_run *loading_here(const struct vmp_fileh *fh, uint64_t idx)
-{
-	for (unsigned i = 0; i < vmp_tls.nloading; i++) {
-		struct loading_run *r = vmp_tls.loading[i];
-		if (r->fh == fh && idx >= r->lo && idx < r->hi)
-			return r;
-	}
-	return NULL;
-}
-
 /* --- loading --- */
 
 /* How many pages to load for a fault at @idx: a window that grows while
@@ -79,7 +87,7 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 	struct vmp_fileh *fh = v->fh;
 	uint64_t max = RA_MAX_BYTES >> fh->pageshift, n;
 
-	if ((fh->flags & VMP_NO_READAHEAD) || fh->reads_itself)
+	if (fh->flags & VMP_NO_READAHEAD)
 		return 1;
 
 	if (fh->ram->limit_bytes && max > (fh->ram->limit_bytes / 8) >> fh->pageshift)
@@ -99,65 +107,111 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 	return n;
 }
 
+/* --- filling: the store's calls, no lock held --- */
+
+/* Is block @b still @r's?  Asked only once another run took one over. */
+static bool run_owns(struct loading_run *r, uint64_t b)
+{
+	struct vmp_page **pp = &r->pages[b - r->base];
+	vmp_ram *ram = r->fh->ram;
+	bool mine;
+
+	if (!*pp)
+		return false;
+	fault_lock(ram);
+	mine = (*pp)->state == PAGE_LOADING && (*pp)->run == r;
+	fault_unlock(ram);
+	if (!mine)
+		*pp = NULL;
+	return mine;
+}
+
 /*
  * Call the store for the run's blocks into its buffer: one loadblks call
- * when the store has it, else loadblk per block.  No lock held.  Returns
- * the end of the blocks filled; *errp says why it stopped short.
+ * when the store has it, else loadblk per block, skipping blocks taken
+ * over.  Returns the end of the blocks filled; *errp says why it stopped
+ * short.
+ *
+ * r->next tells other threads which blocks they may still take over.  The
+ * owner publishes it before each loadblk and then reads r->takers; a taker
+ * counts itself in r->takers and then reads r->next (both sequentially
+ * consistent): so either the owner sees the taker and asks under the lock
+ * whether the block is still its own, or the taker sees the new r->next
+ * and waits instead.  No block is loaded twice that way.
  */
 static uint64_t run_fill(struct loading_run *r, int *errp)
 {
 	struct vmp_fileh *fh = r->fh;
 	size_t ps = fh_pagesize(fh);
-	int err;
-
 	uint64_t end = r->hi;
+	int err;
 
 	r->cur = r->lo;
 	if (r->hi - r->lo > 1 && fh->ops.loadblks) {
+		__atomic_store_n(&r->next, r->hi, __ATOMIC_SEQ_CST);
 		if (fh->ops.loadblks(fh->store.ctx, r->lo, r->hi - r->lo,
-				     r->buf + (r->lo - r->base) * ps) == 0)
-			return r->hi; /* a nested fault may have cut it */
+				     r->buf + (r->lo - r->base) * ps) == 0) {
+			r->loaded = r->hi - r->lo;
+			return r->hi;
+		}
 		end = r->lo + 1; /* the faulting block alone says why */
 	}
-	/* r->hi shrinks if a nested fault gives read-ahead blocks up */
-	for (; r->cur < end && r->cur < r->hi; r->cur++) {
+	for (; r->cur < end; r->cur++) {
+		__atomic_store_n(&r->next, r->cur + 1, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&r->takers, __ATOMIC_SEQ_CST) &&
+		    !run_owns(r, r->cur))
+			continue;
 		err = fh->ops.loadblk(fh->store.ctx, r->cur,
 				      r->buf + (r->cur - r->base) * ps);
 		if (err) {
 			*errp = err < 0 ? err : -EIO;
 			break;
 		}
+		r->loaded++;
 	}
-	return r->cur < r->hi ? r->cur : r->hi;
+	return r->cur;
 }
 
-/* Copy filled blocks [r->lo, upto) into the memfd.  No lock held. */
-static int run_write(struct loading_run *r, uint64_t upto)
+/* Write the run's pages[first, end) that are still its own into the memfd,
+ * one pwrite per stretch of them.  No lock held. */
+static int run_write(struct loading_run *r, uint64_t first, uint64_t end)
 {
 	struct vmp_fileh *fh = r->fh;
+	uint64_t i, j;
+	int ret;
 
-	if (upto <= r->lo)
-		return 0;
-	return os_pwrite_full(fh->memfd, r->buf + ((r->lo - r->base) << fh->pageshift),
-			      (size_t)(upto - r->lo) << fh->pageshift,
-			      r->lo << fh->pageshift);
+	for (i = first; i < end; i = j) {
+		for (; i < end && !r->pages[i]; i++)
+			;
+		for (j = i; j < end && r->pages[j]; j++)
+			;
+		if (j > i && (ret = os_pwrite_full(fh->memfd,
+						   r->buf + (i << fh->pageshift),
+						   (size_t)(j - i) << fh->pageshift,
+						   (r->base + i) << fh->pageshift)))
+			return ret;
+	}
+	return 0;
 }
 
-/* Forget a LOADING page that will not be installed. */
+/* --- committing: ram->lock held --- */
+
+/* Forget a LOADING page of this thread's that will not be installed. */
 static void loading_abandon(struct vmp_page *p, bool punch)
 {
 	struct vmp_fileh *fh = p->fh;
 
 	if (punch)
 		(void)os_punch(fh->memfd, p->index << fh->pageshift, fh_pagesize(fh));
+	p->flags &= (uint8_t)~PAGE_COMMITTING;
 	page_drop(p);
 }
 
 #define MAX_REMAP_OPS 16 /* mappings of one handle mapped unlocked */
 
 /*
- * Map pages[0..n) (consecutive, filled) in every vma and mark them.
- * ram->lock held, and dropped for the mprotects: other threads' faults go
+ * Map pages[0..n) (consecutive, written, COMMITTING) in every vma and mark
+ * them.  The lock is dropped for the mprotects: other threads' faults go
  * on meanwhile (pages being mapped are PAGE_MAPPING and still LOADING, so
  * faults on them wait, and invalidate waits for them).
  */
@@ -210,66 +264,145 @@ static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 	return ret;
 }
 
-/*
- * Install the written blocks [r->lo, upto), skipping pages invalidated
- * meanwhile (dropped: their next access loads again).  ram->lock held.
- * Returns the error that kept block r->base from being mapped, else 0.
- */
-static int run_install(struct loading_run *r, uint64_t upto)
+/* Keep of pages[first, end) those still this run's and wanted, marked
+ * COMMITTING (nobody takes them over now); NULL the others. */
+static void run_claim(struct loading_run *r, uint64_t first, uint64_t end)
 {
-	uint64_t i = r->lo - r->base, end = upto - r->base, j;
+	for (uint64_t i = first; i < end; i++) {
+		struct vmp_page *p = r->pages[i];
+		if (!p)
+			continue;
+		if (p->state != PAGE_LOADING || p->run != r) {
+			r->pages[i] = NULL; /* taken over */
+		} else if (p->flags & PAGE_INVALIDATED) {
+			loading_abandon(p, false);
+			r->pages[i] = NULL;
+		} else {
+			p->flags |= PAGE_COMMITTING;
+		}
+	}
+}
+
+/* Map the written pages[first, end), each stretch of them in one go, but
+ * drop those invalidated meanwhile.  Returns the error that kept block
+ * r->base from being mapped, else 0. */
+static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
+{
+	uint64_t i, j;
 	int ret = 0;
 
-	for (; i < end; i = j) {
-		if (r->pages[i]->flags & PAGE_INVALIDATED) {
-			loading_abandon(r->pages[i], true);
-			j = i + 1;
+	for (i = first; i < end; i = j) {
+		struct vmp_page *p = r->pages[i];
+		j = i + 1;
+		if (!p)
+			continue;
+		if (p->flags & PAGE_INVALIDATED) {
+			loading_abandon(p, true);
 			continue;
 		}
-		for (j = i + 1; j < end && !(r->pages[j]->flags & PAGE_INVALIDATED); j++)
+		for (; j < end && r->pages[j] &&
+		       !(r->pages[j]->flags & PAGE_INVALIDATED); j++)
 			;
 		int err = install_pages(r->fh, r->pages + i, j - i, &r->to);
 		if (err && i == 0)
 			ret = err;
 	}
-	if (upto > r->lo)
-		r->lo = upto;
 	return ret;
 }
 
-/* Abandon the run's blocks [from, r->hi), not installed, and cut it there. */
-static void run_cut(struct loading_run *r, uint64_t from, bool punch)
+/*
+ * Commit the filled blocks [r->lo, upto): claim, write into the memfd (the
+ * lock dropped) and map them.  Returns the error that kept block r->base
+ * from being installed (in @fe), else 0.
+ */
+static int run_commit(struct loading_run *r, uint64_t upto,
+		      struct vmp_fault_error *fe)
 {
-	for (uint64_t b = from; b < r->hi; b++)
-		loading_abandon(r->pages[b - r->base], punch);
+	vmp_ram *ram = r->fh->ram;
+	uint64_t first = r->lo - r->base, end = upto - r->base;
+	int ret;
+
+	if (upto <= r->lo)
+		return 0;
+	r->lo = upto;
+	run_claim(r, first, end);
+	fault_unlock(ram);
+	ret = run_write(r, first, end);
+	fault_lock(ram);
+	if (ret) { /* part may be written: punch it */
+		bool base = first == 0 && r->pages[0];
+		for (uint64_t i = first; i < end; i++)
+			if (r->pages[i])
+				loading_abandon(r->pages[i], true);
+		return base ? fail(fe, VMP_FAULT_LOAD, ret) : 0;
+	}
+	ret = run_install(r, first, end);
+	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 0;
+}
+
+/* Abandon the run's blocks from @from on: never filled. */
+static void run_cut(struct loading_run *r, uint64_t from)
+{
+	for (uint64_t b = from; b < r->hi; b++) {
+		struct vmp_page *p = r->pages[b - r->base];
+		if (p && p->state == PAGE_LOADING && p->run == r)
+			loading_abandon(p, false);
+	}
 	r->hi = from;
 }
 
-/*
- * A loadblk of this thread touched block @idx of its own run @r (a store
- * that reads its own mapping).  A block ahead of the one being loaded is
- * read-ahead: give it up, and the nested fault loads it.  A block behind is
- * filled: install the filled part now.  The block being loaded itself
- * cannot be served.  ram->lock held (dropped to write).
- */
-int run_conflict(struct loading_run *r, uint64_t idx,
-			struct vmp_fault_error *fe)
-{
-	int ret;
+/* --- a run from start to end --- */
 
-	if (idx > r->cur) {
-		run_cut(r, idx, false);
-		return 1;
+/*
+ * Fill, write and map run @r, made for a fault on block r->base.  ram->lock
+ * held, and dropped while loading.  1, or -errno in @fe.
+ */
+static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = r->fh;
+	vmp_ram *ram = fh->ram;
+	size_t bytes = (size_t)(r->hi - r->base) << fh->pageshift;
+	sigset_t segv, saved;
+	uint64_t filled;
+	int err = 0, ret;
+
+	vmp_tls.nloading++;
+	fault_unlock(ram);
+	r->buf = bounce_get(bytes);
+	if (!r->buf) {
+		err = -ENOMEM;
+		filled = r->lo;
+	} else if (zero) {
+		memset(r->buf, 0, bytes);
+		filled = r->hi;
+	} else if (vmp_tls.segv_masked) {
+		/* the store may touch other mappings: let their faults in */
+		sigemptyset(&segv);
+		sigaddset(&segv, SIGSEGV);
+		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
+		filled = run_fill(r, &err);
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	} else {
+		filled = run_fill(r, &err);
 	}
-	if (idx == r->cur)
-		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
-	fault_unlock(r->fh->ram);
-	ret = run_write(r, r->cur);
-	fault_lock(r->fh->ram);
-	if (ret)
-		return fail(fe, VMP_FAULT_LOAD, ret);
-	ret = run_install(r, r->cur);
-	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 1;
+	fault_lock(ram);
+	vmp_tls.nloading--;
+
+	ram->stats.loads += r->loaded;
+	ram->stats.load_errors += err != 0;
+	if (r->loaded > 1)
+		ram->stats.readahead_pages += r->loaded - 1;
+	if (filled == r->base) {
+		/* the faulting block failed: say so, unless it went to
+		 * another run meanwhile (whose load then decides) */
+		bool mine = r->pages[0] && r->pages[0]->state == PAGE_LOADING &&
+			    r->pages[0]->run == r;
+		run_cut(r, filled);
+		return mine ? fail(fe, VMP_FAULT_LOAD, err) : 1;
+	}
+	ret = run_commit(r, filled, fe);
+	run_cut(r, filled);
+	return ret ? ret : 1;
 }
 
 /* Make @n pages from @idx (absent) LOADING in @r, charged to the RAM.
@@ -304,74 +437,117 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 			break;
 		}
 		p->state = PAGE_LOADING;
+		p->run = r;
 		pagemap_insert(&fh->pagemap, p);
 		r->pages[i] = p;
 	}
 	r->base = r->lo = r->cur = idx;
 	r->hi = idx + i;
+	r->next = idx + 1; /* the faulting block is as good as started */
 	return (long)i;
 }
 
-/*
- * Load pages from @idx (absent), map them, return 1.  ram->lock held, and
- * dropped while loading.  Overlay handles load a page only to write it: it
- * comes in DIRTY.
- */
+static void run_init(struct loading_run *r, struct vmp_fileh *fh,
+		     struct vmp_page **pages)
+{
+	memset(r, 0, sizeof(*r));
+	r->fh = fh;
+	r->pages = pages;
+	r->thread = &vmp_tls;
+	r->owner = thread_tag();
+	/* overlay handles load a page only to write it: it comes in DIRTY */
+	r->to.state = (fh->flags & VMP_OVERLAY) ? PAGE_DIRTY : PAGE_LOADED;
+}
+
 int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
-		      struct vmp_fault_error *fe)
+	       struct vmp_fault_error *fe)
 {
 	struct vmp_fileh *fh = v->fh;
-	vmp_ram *ram = fh->ram;
 	struct vmp_page *pages[RA_MAX_PAGES];
-	struct loading_run r = { .fh = fh, .pages = pages };
+	struct loading_run r;
 	bool overlay = fh->flags & VMP_OVERLAY;
-	uint64_t n = (overlay || zero) ? 1 : readahead(v, idx), filled;
-	sigset_t segv, saved;
 	long made;
-	bool write_failed = false;
-	int err = 0, ret;
 
-	r.to.state = overlay ? PAGE_DIRTY : PAGE_LOADED;
 	if (vmp_tls.nloading == MAX_NEST)
 		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
-	made = run_begin(&r, idx, n, fe);
+	run_init(&r, fh, pages);
+	made = run_begin(&r, idx, (overlay || zero) ? 1 : readahead(v, idx), fe);
 	if (made < 0)
 		return (int)made;
+	return load_run(&r, zero, fe);
+}
 
-	vmp_tls.loading[vmp_tls.nloading++] = &r;
-	fault_unlock(ram);
-	r.buf = bounce_get((size_t)made << fh->pageshift);
-	if (!r.buf) {
-		err = -ENOMEM;
-		filled = r.lo;
-	} else if (zero) {
-		memset(r.buf, 0, (size_t)made << fh->pageshift);
-		filled = r.hi;
-	} else if (vmp_tls.segv_masked) {
-		/* the store may touch other mappings: let their faults in */
-		sigemptyset(&segv);
-		sigaddset(&segv, SIGSEGV);
-		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
-		filled = run_fill(&r, &err);
-		pthread_sigmask(SIG_SETMASK, &saved, NULL);
-	} else {
-		filled = run_fill(&r, &err);
-	}
-	if (filled > r.lo && (ret = run_write(&r, filled))) {
-		err = ret;
-		write_failed = true; /* part may be written: punch it */
-		filled = r.lo;
-	}
-	fault_lock(ram);
-	vmp_tls.nloading--;
+/* --- taking over --- */
 
-	ram->stats.loads += filled - r.base;
-	ram->stats.load_errors += err != 0;
-	if (filled > r.base + 1)
-		ram->stats.readahead_pages += filled - r.base - 1;
-	ret = run_install(&r, filled);
-	run_cut(&r, filled, write_failed);
-	if (filled == r.base)
-		return fail(fe, VMP_FAULT_LOAD, err);
-	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 1;
+/* Tell @r's owner to ask, before each block, whether it is still its own. */
+static void count_taker(struct loading_run *r)
+{
+	__atomic_add_fetch(&r->takers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Load @p, LOADING in another run (or an outer one of ours), in a run of
+ * this fault's own; the caller counted itself a taker of p's run.  The
+ * store's bytes, even for a fault whose error handler asked for zeros:
+ * someone else's load was under way.  ram->lock held.  1, or -errno. */
+static int take_over(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = p->fh;
+	struct loading_run r;
+	enum vmp_fault_what what;
+	long cost;
+	int ret;
+
+	if (vmp_tls.nloading == MAX_NEST)
+		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
+	run_init(&r, fh, &p);
+	cost = fh_remap_cost(fh, p->index, 1, &page_absent, &r.to);
+	if ((ret = ram_charge(fh->ram, 0, cost, &what)))
+		return fail(fe, what, ret);
+	fh->ram->stats.takeovers++;
+	p->run = &r;
+	p->flags &= (uint8_t)~PAGE_INVALIDATED; /* a load that starts after it */
+	page_wake(fh->ram, p); /* its waiters look again: another owner now */
+	r.base = r.lo = r.cur = p->index;
+	r.hi = r.next = p->index + 1;
+	return load_run(&r, false, fe);
+}
+
+/* A fault of this thread on its own run @r's LOADING page @p: the run's
+ * loadblk (or a nested one) read it. */
+static int own_run_fault(struct loading_run *r, struct vmp_page *p,
+			 struct vmp_fault_error *fe)
+{
+	if (p->index > r->cur) { /* read-ahead not started: load it now */
+		count_taker(r);
+		return take_over(p, fe);
+	}
+	if (p->index == r->cur)
+		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
+	/* filled already: install what is filled, and the access sees it */
+	(void)run_commit(r, r->cur, fe);
+	return 1;
+}
+
+int load_fault_loading(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	vmp_ram *ram = p->fh->ram;
+	struct loading_run *r = p->run;
+
+	if (p->flags & PAGE_COMMITTING) {
+		page_wait(ram, p); /* its owner is mapping it: a moment */
+		return 1;
+	}
+	if (r->thread == &vmp_tls)
+		return own_run_fault(r, p, fe);
+	count_taker(r); /* before reading r->next: see run_fill() */
+	if (p->index >= __atomic_load_n(&r->next, __ATOMIC_SEQ_CST))
+		return take_over(p, fe);
+	__atomic_sub_fetch(&r->takers, 1, __ATOMIC_SEQ_CST);
+	if (wait_begin(r->owner)) {
+		page_wait(ram, p);
+		wait_end();
+		return 1;
+	}
+	count_taker(r);
+	return take_over(p, fe);
 }

@@ -85,8 +85,10 @@ static pthread_cond_t *page_cond(vmp_ram *ram, const struct vmp_page *page)
 
 void page_wait(vmp_ram *ram, struct vmp_page *page)
 {
+	const struct loading_run *run = page->run;
+
 	page->waiters++;
-	while (page->state == PAGE_LOADING)
+	while (page->state == PAGE_LOADING && page->run == run)
 		pthread_cond_wait(page_cond(ram, page), &ram->lock);
 	page->waiters--;
 	/* the loader gave up on it and left the freeing to the last waiter */

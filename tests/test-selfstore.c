@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * test-selfstore.c: stores whose loadblk reads other pages of their own
+ * handle, from several threads at once.  The library must never deadlock
+ * there: a thread whose loadblk needs a page that another thread's
+ * read-ahead holds but has not started takes that page over; a wait that
+ * would close a cycle of threads waiting for each other takes the page over
+ * too; and a true cycle of the store (loadblk(a) needs b, loadblk(b) needs
+ * a) is refused with -EDEADLK in one thread, as it is in a single thread.
+ *
+ * Every test runs under a watchdog: a deadlock aborts with a message.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "thread-util.h"
+
+#define NPAGES 512
+
+/*
+ * The store: block b holds gen_fill(b, 0); loadblk(b) first reads one byte
+ * of page dep[b] (if >= 0) through the handle's own mapping, under
+ * vmp_guard.  The loads of blocks meet[0] and meet[1] wait for each other
+ * once (so that both are inside loadblk at the same time).  With ->batch
+ * the store also has loadblks, which does the same per block.
+ */
+struct dstore {
+	size_t ps;
+	uint64_t n;
+	int dep[NPAGES];       /* atomic: page loadblk reads, -1 none */
+	char *map;             /* the whole handle, read-only */
+	bool fail_inner;       /* loadblk fails with a failed read's error */
+	int64_t meet[2];       /* blocks whose loads meet once, -1 none */
+	bool met[2];           /* atomic */
+	sem_t arrived[2];
+	unsigned loads[NPAGES]; /* atomic: loadblk (or loadblks) per block */
+	int inner[NPAGES];      /* atomic: the dependency read's result */
+	unsigned refusals;      /* atomic: dependency reads that got -EDEADLK */
+};
+
+static bool sem_wait_secs(sem_t *s, int secs)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += secs;
+	while (sem_timedwait(s, &ts) < 0)
+		if (errno != EINTR)
+			return false;
+	return true;
+}
+
+/* The loads of meet[0] and meet[1] wait (at most 5 s) for each other. */
+static void dstore_meet(struct dstore *s, uint64_t blk)
+{
+	for (int i = 0; i < 2; i++) {
+		if ((int64_t)blk != s->meet[i] ||
+		    __atomic_exchange_n(&s->met[i], true, __ATOMIC_RELAXED))
+			continue;
+		sem_post(&s->arrived[i]);
+		if (!sem_wait_secs(&s->arrived[1 - i], 5))
+			tfail("block %llu: the other load never met it",
+			      (unsigned long long)blk);
+	}
+}
+
+static int dstore_load_one(struct dstore *s, uint64_t blk, void *buf)
+{
+	int dep = __atomic_load_n(&s->dep[blk], __ATOMIC_RELAXED), rc = 0;
+	uint8_t v;
+
+	__atomic_add_fetch(&s->loads[blk], 1, __ATOMIC_RELAXED);
+	dstore_meet(s, blk);
+	if (dep >= 0) {
+		rc = guarded_peek(s->map + (size_t)dep * s->ps, &v);
+		__atomic_store_n(&s->inner[blk], rc, __ATOMIC_RELAXED);
+		if (rc == -EDEADLK)
+			__atomic_add_fetch(&s->refusals, 1, __ATOMIC_RELAXED);
+	}
+	gen_fill(buf, s->ps, blk, 0);
+	return s->fail_inner ? rc : 0;
+}
+
+static int dstore_loadblk(void *ctx, uint64_t blk, void *buf)
+{
+	return dstore_load_one(ctx, blk, buf);
+}
+
+static int dstore_loadblks(void *ctx, uint64_t blk, uint64_t n, void *buf)
+{
+	struct dstore *s = ctx;
+
+	for (uint64_t i = 0; i < n; i++) {
+		int rc = dstore_load_one(s, blk + i, (char *)buf + i * s->ps);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static const vmp_store_ops dstore_ops = { .loadblk = dstore_loadblk };
+static const vmp_store_ops dstore_batch_ops = {
+	.loadblk = dstore_loadblk,
+	.loadblks = dstore_loadblks,
+};
+
+struct env {
+	struct dstore s;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+};
+
+/* A handle of @n pages on the store, nothing depending on anything yet. */
+static struct env *env_open(uint64_t n, bool batch, uint64_t limit_pages)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	size_t ps = os_page();
+
+	assert_non_null(e);
+	assert_true(n <= NPAGES);
+	e->s.ps = ps;
+	e->s.n = n;
+	for (int i = 0; i < NPAGES; i++)
+		e->s.dep[i] = -1;
+	e->s.meet[0] = e->s.meet[1] = -1;
+	sem_init(&e->s.arrived[0], 0, 0);
+	sem_init(&e->s.arrived[1], 0, 0);
+	assert_ok(vmp_ram_new(&e->ram, limit_pages * ps));
+	assert_ok(vmp_fileh_open(&e->fh, e->ram,
+				 &(vmp_store){ batch ? &dstore_batch_ops : &dstore_ops,
+					       &e->s, ps }, 0));
+	e->s.map = map_pages(e->fh, 0, n, PROT_READ);
+	return e;
+}
+
+static void env_close(struct env *e)
+{
+	assert_ok(vmp_munmap(e->s.map));
+	assert_ok(vmp_fileh_close(e->fh));
+	assert_ok(vmp_ram_free(e->ram));
+	sem_destroy(&e->s.arrived[0]);
+	sem_destroy(&e->s.arrived[1]);
+	free(e);
+}
+
+/* Every page reads right (loads what is missing, the deps cleared first). */
+static void check_all_pages(struct env *e)
+{
+	for (uint64_t b = 0; b < e->s.n; b++)
+		__atomic_store_n(&e->s.dep[b], -1, __ATOMIC_RELAXED);
+	for (uint64_t b = 0; b < e->s.n; b++) {
+		uint8_t v;
+		assert_ok(guarded_peek(e->s.map + b * e->s.ps, &v));
+		if (gen_check(e->s.map + b * e->s.ps, e->s.ps, b, 0))
+			fail_msg("page %llu does not hold its bytes",
+				 (unsigned long long)b);
+	}
+}
+
+struct reader {
+	const char *addr;
+	int rc;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	uint8_t v;
+
+	r->rc = guarded_peek(r->addr, &v);
+	return NULL;
+}
+
+/* Read @a in thread T and @b in thread U at once; their results. */
+static void read_two(const char *a, const char *b, int rc[2])
+{
+	struct reader rd[2] = { { a, 1 }, { b, 1 } };
+	pthread_t tid[2];
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&tid[i], NULL, reader_main,
+						&rd[i]), 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(tid[i], NULL);
+		rc[i] = rd[i].rc;
+	}
+	assert_no_thread_failure();
+}
+
+/*
+ * Two sequential readers, each through its own mapping (so each has its
+ * own read-ahead window): T's fault on page 5 loads [5, 21) in one run, U's
+ * on page 45 loads [45, 61).  Inside loadblk(5), T reads page 46, which U's
+ * run holds; inside loadblk(45), U reads page 10, which T's run holds.
+ * Neither may wait for the other: each takes the page it needs over (with
+ * loadblk, before its owner started it: every block loads once; with
+ * loadblks, whose batch is in progress, the second thread to wait sees the
+ * cycle and loads its page itself).
+ */
+static void cross_readahead(bool batch)
+{
+	struct env *e = env_open(64, batch, 0);
+	size_t ps = e->s.ps;
+	char *mt = map_pages(e->fh, 0, 64, PROT_READ);
+	char *mu = map_pages(e->fh, 0, 64, PROT_READ);
+	int rc[2];
+
+	/* grow each mapping's window: faults at 0, 1 and 40, 41 */
+	assert_int_equal(gen_check(mt, ps, 0, 0), 0);
+	assert_int_equal(gen_check(mt + ps, ps, 1, 0), 0);
+	assert_int_equal(gen_check(mu + 40 * ps, ps, 40, 0), 0);
+	assert_int_equal(gen_check(mu + 41 * ps, ps, 41, 0), 0);
+	assert_u64(ram_stats(e->ram).readahead_pages, 6);
+
+	e->s.dep[5] = 46;
+	e->s.dep[45] = 10;
+	e->s.meet[0] = 5;
+	e->s.meet[1] = 45;
+	read_two(mt + 5 * ps, mu + 45 * ps, rc);
+	assert_ok(rc[0]);
+	assert_ok(rc[1]);
+	assert_ok(e->s.inner[5]);
+	assert_ok(e->s.inner[45]);
+	if (!batch) {
+		/* the runs did get their windows, and nothing loaded twice */
+		assert_true(ram_stats(e->ram).readahead_pages >= 6 + 2 * 14);
+		for (int b = 0; b < 64; b++)
+			if (e->s.loads[b] > 1)
+				fail_msg("block %d loaded %u times", b, e->s.loads[b]);
+	}
+	check_all_pages(e);
+	assert_ok(vmp_munmap(mt));
+	assert_ok(vmp_munmap(mu));
+	env_close(e);
+}
+
+static void test_cross_readahead(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(30, "test_cross_readahead");
+	cross_readahead(false);
+}
+
+static void test_cross_readahead_batch(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(30, "test_cross_readahead_batch");
+	cross_readahead(true);
+}
+
+/*
+ * A true cycle: loadblk(5) reads page 45 and loadblk(45) reads page 5, in
+ * two threads at once.  In one thread this is loadblk touching the page it
+ * loads (-EDEADLK); in two it must be the same, never a hang.  A store that
+ * goes on after the refused read loads both pages; one that fails with it
+ * makes the reads fail with -EDEADLK; either way the pages load afterwards.
+ */
+static void true_cycle(bool batch, bool fail_inner)
+{
+	struct env *e = env_open(64, batch, 0);
+	size_t ps = e->s.ps;
+	int rc[2], refused = 0;
+
+	e->s.fail_inner = fail_inner;
+	e->s.dep[5] = 45;
+	e->s.dep[45] = 5;
+	e->s.meet[0] = 5;
+	e->s.meet[1] = 45;
+	read_two(e->s.map + 5 * ps, e->s.map + 45 * ps, rc);
+	for (int i = 0; i < 2; i++) {
+		if (rc[i] != 0 && rc[i] != -EDEADLK)
+			fail_msg("read %d: %s, expected 0 or -EDEADLK", i,
+				 errname(rc[i]));
+		refused += rc[i] == -EDEADLK;
+	}
+	if (fail_inner)
+		assert_true(refused >= 1);
+	else
+		assert_int_equal(refused, 0);
+	assert_true(e->s.refusals >= 1);
+	check_all_pages(e);
+	env_close(e);
+}
+
+static void test_true_cycle(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(30, "test_true_cycle");
+	true_cycle(false, false);
+	true_cycle(false, true);
+	true_cycle(true, false);
+	true_cycle(true, true);
+}
+
+/* --- random dependencies, many threads --------------------------------- */
+
+struct rstress {
+	struct env *e;
+	uint64_t deadline;
+	uint64_t seed;
+	unsigned nthreads;
+	bool cycles;        /* deps may form cycles: -EDEADLK is allowed */
+	bool limited;       /* a memory limit: -ENOMEM is allowed */
+	uint64_t reads, refused, enomem; /* atomic */
+};
+
+struct rworker {
+	struct rstress *rs;
+	unsigned idx;
+};
+
+static void *rworker_main(void *arg)
+{
+	struct rworker *w = arg;
+	struct rstress *rs = w->rs;
+	struct env *e = rs->e;
+	size_t ps = e->s.ps;
+	struct rng rng;
+	/* a mapping of its own: its own read-ahead window */
+	char *map = NULL;
+
+	rng_seed(&rng, rs->seed * 31 + w->idx);
+	if (vmp_mmap(e->fh, 0, e->s.n, PROT_READ, (void **)&map)) {
+		tfail("thread %u: vmp_mmap failed", w->idx);
+		return NULL;
+	}
+	while (now_ns() < rs->deadline && !tfailed()) {
+		uint64_t b = rng_below(&rng, e->s.n);
+		uint64_t len = rng_below(&rng, 4) ? 1 + rng_below(&rng, 64) : 1;
+		int op = (int)rng_below(&rng, 100);
+
+		if (op < 3) { /* drop a range: loads start over there */
+			uint64_t n = 1 + rng_below(&rng, 32);
+			if (b + n > e->s.n)
+				n = e->s.n - b;
+			if (vmp_invalidate(e->fh, b, n))
+				tfail("vmp_invalidate failed");
+			continue;
+		}
+		for (uint64_t i = b; i < b + len && i < e->s.n; i++) {
+			uint8_t v;
+			int rc = guarded_peek(map + i * ps, &v);
+			__atomic_add_fetch(&rs->reads, 1, __ATOMIC_RELAXED);
+			if (rc == -EDEADLK && rs->cycles) {
+				__atomic_add_fetch(&rs->refused, 1, __ATOMIC_RELAXED);
+				continue;
+			}
+			if (rc == -ENOMEM && rs->limited) {
+				/* every page of the budget loading */
+				__atomic_add_fetch(&rs->enomem, 1, __ATOMIC_RELAXED);
+				continue;
+			}
+			if (rc) {
+				tfail("thread %u: read of page %llu: %s", w->idx,
+				      (unsigned long long)i, errname(rc));
+				break;
+			}
+			if (gen_check(map + i * ps, ps, i, 0)) {
+				tfail("thread %u: page %llu holds wrong bytes",
+				      w->idx, (unsigned long long)i);
+				break;
+			}
+		}
+	}
+	if (vmp_munmap(map))
+		tfail("thread %u: vmp_munmap failed", w->idx);
+	return NULL;
+}
+
+static double stress_seconds(void)
+{
+	const char *s = getenv("VMPAGE_STRESS_SECONDS");
+	double v = s && *s ? atof(s) : 3.0;
+
+	return v > 0 ? v : 3.0;
+}
+
+/*
+ * @nthreads threads read random runs of pages through mappings of their
+ * own, and now and then invalidate a range, for a share of
+ * VMPAGE_STRESS_SECONDS; loadblk(b) reads page dep[b].  Without @cycles the
+ * deps are acyclic (each page depends on one of lower rank, in a random
+ * order of ranks), so every read must succeed with the right bytes; with
+ * them, reads may be refused with -EDEADLK but must never hang.
+ */
+static void rstress_run(const char *name, unsigned nthreads, bool batch,
+			bool cycles, uint64_t limit_pages, double share)
+{
+	struct rstress rs = { .nthreads = nthreads, .cycles = cycles,
+			      .limited = limit_pages != 0 };
+	struct rworker w[16];
+	pthread_t tid[16];
+	uint64_t rank[NPAGES], order[NPAGES];
+	struct rng rng;
+	uint64_t n = NPAGES;
+
+	rs.seed = test_seed(now_ns() ^ (uint64_t)getpid() << 32);
+	rng_seed(&rng, rs.seed);
+	rs.e = env_open(n, batch, limit_pages);
+	rs.e->s.fail_inner = cycles; /* a refused read fails the outer one */
+	/* a random order of the pages; page order[i] has rank i */
+	for (uint64_t i = 0; i < n; i++)
+		order[i] = i;
+	for (uint64_t i = n - 1; i > 0; i--) {
+		uint64_t j = rng_below(&rng, i + 1), t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		rank[order[i]] = i;
+	for (uint64_t b = 0; b < n; b++) {
+		if (rng_below(&rng, 4) == 0)
+			continue; /* a leaf */
+		if (cycles)
+			rs.e->s.dep[b] = (int)rng_below(&rng, n);
+		else if (rank[b] > 0)
+			rs.e->s.dep[b] = (int)order[rng_below(&rng, rank[b])];
+	}
+	rs.deadline = now_ns() + (uint64_t)(stress_seconds() * share * 1e9);
+	print_message("%s: %u threads, %s, %s, seed %#llx (VMPAGE_SEED)\n",
+		      name, nthreads, batch ? "loadblks" : "loadblk",
+		      cycles ? "cyclic deps" : "acyclic deps",
+		      (unsigned long long)rs.seed);
+	assert_true(nthreads <= ARRAY_LEN(w));
+	for (unsigned i = 0; i < nthreads; i++) {
+		w[i] = (struct rworker){ &rs, i };
+		assert_int_equal(pthread_create(&tid[i], NULL, rworker_main,
+						&w[i]), 0);
+	}
+	for (unsigned i = 0; i < nthreads; i++)
+		pthread_join(tid[i], NULL);
+	print_message("%s: %llu reads, %llu refused (-EDEADLK), %llu -ENOMEM, "
+		      "%llu loads taken over\n", name, (unsigned long long)rs.reads,
+		      (unsigned long long)rs.refused, (unsigned long long)rs.enomem,
+		      (unsigned long long)ram_stats(rs.e->ram).takeovers);
+	assert_no_thread_failure();
+	check_all_pages(rs.e);
+	env_close(rs.e);
+}
+
+#define RSTRESS(fn, nthreads, batch, cycles, limit_pages)                      \
+	static void fn(void **state)                                           \
+	{                                                                      \
+		(void)state;                                                   \
+		assert_ok(vmp_fault_handler_install());                        \
+		watchdog_arm((unsigned)(stress_seconds() / 4) + 60, #fn);      \
+		rstress_run(#fn, nthreads, batch, cycles, limit_pages, 0.25);  \
+	}
+
+RSTRESS(rstress_4_threads, 4, false, false, 0)
+RSTRESS(rstress_8_threads_batch, 8, true, false, 0)
+RSTRESS(rstress_8_threads_limit, 8, false, false, 64)
+RSTRESS(rstress_4_threads_cycles, 4, true, true, 0)
+
+#define T(f)                                                                   \
+	cmocka_unit_test_setup_teardown(f, thread_test_setup,                  \
+					thread_test_teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_cross_readahead),
+		T(test_cross_readahead_batch),
+		T(test_true_cycle),
+		T(rstress_4_threads),
+		T(rstress_8_threads_batch),
+		T(rstress_8_threads_limit),
+		T(rstress_4_threads_cycles),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
