@@ -330,7 +330,9 @@ int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen);
 /** What failed in a fault that could not be served. */
 enum vmp_fault_what {
 	VMP_FAULT_LOAD = 1,    /**< loadblk returned an error */
-	VMP_FAULT_MEMLIMIT,    /**< the RAM limit is used up by dirty pages */
+	VMP_FAULT_MEMLIMIT,    /**< the RAM limit is used up by pages that
+				    cannot be dropped: dirty ones, and ones
+				    other threads are loading */
 	VMP_FAULT_MAPLIMIT,    /**< the kernel refused a mapping (VMA limit) */
 	VMP_FAULT_RECURSION,   /**< loadblk touched the page it is loading */
 };

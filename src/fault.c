@@ -273,7 +273,7 @@ static const char *what_failed(enum vmp_fault_what what)
 {
 	switch (what) {
 	case VMP_FAULT_LOAD: return "load failed";
-	case VMP_FAULT_MEMLIMIT: return "memory limit reached with only dirty pages left";
+	case VMP_FAULT_MEMLIMIT: return "memory limit reached with only dirty or loading pages left";
 	case VMP_FAULT_MAPLIMIT: return "kernel mapping limit (vm.max_map_count) reached";
 	case VMP_FAULT_RECURSION: return "loadblk touched the page it is loading";
 	}

@@ -39,6 +39,7 @@ const char *errname(int err)
 		{ EOVERFLOW, "-EOVERFLOW" }, { EOPNOTSUPP, "-EOPNOTSUPP" },
 		{ ETIMEDOUT, "-ETIMEDOUT" }, { EINTR, "-EINTR" },
 		{ E2BIG, "-E2BIG" },         { EFBIG, "-EFBIG" },
+		{ ELOOP, "-ELOOP" },
 	};
 	static __thread char buf[4][32];
 	static __thread unsigned next;

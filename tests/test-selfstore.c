@@ -20,20 +20,17 @@
 
 /*
  * The store: block b holds gen_fill(b, 0); loadblk(b) first reads one byte
- * of page dep[b] (if >= 0) through the handle's own mapping, under
- * vmp_guard.  The loads of blocks meet[0] and meet[1] wait for each other
- * once (so that both are inside loadblk at the same time).  With ->batch
- * the store also has loadblks, which does the same per block.
+ * of page dep[b] (if >= 0) through ->map, a mapping of its own handle or
+ * of another one, under vmp_guard.  Two loads chosen with meet_arm() wait
+ * for each other once (so that both are inside loadblk at the same time).
+ * The store with loadblks does the same per block.
  */
 struct dstore {
 	size_t ps;
 	uint64_t n;
 	int dep[NPAGES];       /* atomic: page loadblk reads, -1 none */
-	char *map;             /* the whole handle, read-only */
+	char *map;             /* where deps are read: a whole handle */
 	bool fail_inner;       /* loadblk fails with a failed read's error */
-	int64_t meet[2];       /* blocks whose loads meet once, -1 none */
-	bool met[2];           /* atomic */
-	sem_t arrived[2];
 	unsigned loads[NPAGES]; /* atomic: loadblk (or loadblks) per block */
 	int inner[NPAGES];      /* atomic: the dependency read's result */
 	unsigned refusals;      /* atomic: dependency reads that got -EDEADLK */
@@ -51,15 +48,32 @@ static bool sem_wait_secs(sem_t *s, int secs)
 	return true;
 }
 
-/* The loads of meet[0] and meet[1] wait (at most 5 s) for each other. */
-static void dstore_meet(struct dstore *s, uint64_t blk)
+/* Two loads that wait for each other once (the tests run one at a time). */
+static struct meeting {
+	const struct dstore *store[2];
+	uint64_t blk[2];
+	bool met[2]; /* atomic */
+	sem_t arrived[2];
+} meeting;
+
+/* The next loads of block @a of @sa and block @b of @sb meet. */
+static void meet_arm(const struct dstore *sa, uint64_t a,
+		     const struct dstore *sb, uint64_t b)
+{
+	meeting = (struct meeting){ { sa, sb }, { a, b }, { false, false } };
+	sem_init(&meeting.arrived[0], 0, 0);
+	sem_init(&meeting.arrived[1], 0, 0);
+}
+
+/* One of them arrives: wait (at most 5 s) for the other. */
+static void dstore_meet(const struct dstore *s, uint64_t blk)
 {
 	for (int i = 0; i < 2; i++) {
-		if ((int64_t)blk != s->meet[i] ||
-		    __atomic_exchange_n(&s->met[i], true, __ATOMIC_RELAXED))
+		if (meeting.store[i] != s || meeting.blk[i] != blk ||
+		    __atomic_exchange_n(&meeting.met[i], true, __ATOMIC_RELAXED))
 			continue;
-		sem_post(&s->arrived[i]);
-		if (!sem_wait_secs(&s->arrived[1 - i], 5))
+		sem_post(&meeting.arrived[i]);
+		if (!sem_wait_secs(&meeting.arrived[1 - i], 5))
 			tfail("block %llu: the other load never met it",
 			      (unsigned long long)blk);
 	}
@@ -123,9 +137,6 @@ static struct env *env_open(uint64_t n, bool batch, uint64_t limit_pages)
 	e->s.n = n;
 	for (int i = 0; i < NPAGES; i++)
 		e->s.dep[i] = -1;
-	e->s.meet[0] = e->s.meet[1] = -1;
-	sem_init(&e->s.arrived[0], 0, 0);
-	sem_init(&e->s.arrived[1], 0, 0);
 	assert_ok(vmp_ram_new(&e->ram, limit_pages * ps));
 	assert_ok(vmp_fileh_open(&e->fh, e->ram,
 				 &(vmp_store){ batch ? &dstore_batch_ops : &dstore_ops,
@@ -139,8 +150,6 @@ static void env_close(struct env *e)
 	assert_ok(vmp_munmap(e->s.map));
 	assert_ok(vmp_fileh_close(e->fh));
 	assert_ok(vmp_ram_free(e->ram));
-	sem_destroy(&e->s.arrived[0]);
-	sem_destroy(&e->s.arrived[1]);
 	free(e);
 }
 
@@ -215,8 +224,7 @@ static void cross_readahead(bool batch)
 
 	e->s.dep[5] = 46;
 	e->s.dep[45] = 10;
-	e->s.meet[0] = 5;
-	e->s.meet[1] = 45;
+	meet_arm(&e->s, 5, &e->s, 45);
 	read_two(mt + 5 * ps, mu + 45 * ps, rc);
 	assert_ok(rc[0]);
 	assert_ok(rc[1]);
@@ -267,8 +275,7 @@ static void true_cycle(bool batch, bool fail_inner)
 	e->s.fail_inner = fail_inner;
 	e->s.dep[5] = 45;
 	e->s.dep[45] = 5;
-	e->s.meet[0] = 5;
-	e->s.meet[1] = 45;
+	meet_arm(&e->s, 5, &e->s, 45);
 	read_two(e->s.map + 5 * ps, e->s.map + 45 * ps, rc);
 	for (int i = 0; i < 2; i++) {
 		if (rc[i] != 0 && rc[i] != -EDEADLK)
@@ -296,6 +303,58 @@ static void test_true_cycle(void **state)
 	true_cycle(true, true);
 }
 
+/*
+ * Two handles in two RAMs, each store reading the other's mapping (a store
+ * built on a mapped store, both ways): A's loadblk(5) reads B's page 45,
+ * whose loadblk reads A's page 5 — a true cycle through two handles, in
+ * two threads — and then A's loadblk(5) reads B's page 46, which B's
+ * read-ahead holds, while B's loadblk(45) reads A's page 10, which A's
+ * holds.  The waits graph spans handles and RAMs: no hang either way.
+ */
+static void test_cross_handles(void **state)
+{
+	size_t ps = os_page();
+	int rc[2];
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(30, "test_cross_handles");
+	for (int round = 0; round < 2; round++) {
+		bool cycle = round == 0;
+		struct env *a = env_open(64, false, 0), *b = env_open(64, false, 0);
+		char *ma = map_pages(a->fh, 0, 64, PROT_READ);
+		char *mb = map_pages(b->fh, 0, 64, PROT_READ);
+		char *own_a = a->s.map, *own_b = b->s.map;
+
+		a->s.map = own_b; /* each reads the other handle */
+		b->s.map = own_a;
+		if (!cycle) { /* grow the windows: faults at 0, 1 and 40, 41 */
+			assert_int_equal(gen_check(ma, ps, 0, 0), 0);
+			assert_int_equal(gen_check(ma + ps, ps, 1, 0), 0);
+			assert_int_equal(gen_check(mb + 40 * ps, ps, 40, 0), 0);
+			assert_int_equal(gen_check(mb + 41 * ps, ps, 41, 0), 0);
+		}
+		a->s.dep[5] = cycle ? 45 : 46;
+		b->s.dep[45] = cycle ? 5 : 10;
+		meet_arm(&a->s, 5, &b->s, 45);
+		read_two(ma + 5 * ps, mb + 45 * ps, rc);
+		assert_ok(rc[0]);
+		assert_ok(rc[1]);
+		if (cycle)
+			assert_true(a->s.refusals + b->s.refusals >= 1);
+		else
+			assert_int_equal(a->s.refusals + b->s.refusals, 0);
+		a->s.map = own_a;
+		b->s.map = own_b;
+		check_all_pages(a);
+		check_all_pages(b);
+		assert_ok(vmp_munmap(ma));
+		assert_ok(vmp_munmap(mb));
+		env_close(a);
+		env_close(b);
+	}
+}
+
 /* --- random dependencies, many threads --------------------------------- */
 
 struct rstress {
@@ -303,10 +362,34 @@ struct rstress {
 	uint64_t deadline;
 	uint64_t seed;
 	unsigned nthreads;
-	bool cycles;        /* deps may form cycles: -EDEADLK is allowed */
+	bool cycles;        /* deps may form cycles: -EDEADLK is allowed,
+			       and -ELOOP (nested deeper than the library
+			       allows) */
 	bool limited;       /* a memory limit: -ENOMEM is allowed */
 	uint64_t reads, refused, enomem; /* atomic */
 };
+
+/* Check page @blk at @addr under vmp_guard (a memory limit may drop it
+ * between two accesses): 0, 1 for wrong bytes, or the fault's error. */
+struct pcheck {
+	const char *addr;
+	size_t ps;
+	uint64_t blk;
+};
+
+static int pcheck_run(void *arg)
+{
+	const struct pcheck *c = arg;
+
+	return gen_check(c->addr, c->ps, c->blk, 0) ? 1 : 0;
+}
+
+static int guarded_check(const char *addr, size_t ps, uint64_t blk)
+{
+	struct pcheck c = { addr, ps, blk };
+
+	return vmp_guard(pcheck_run, &c);
+}
 
 struct rworker {
 	struct rstress *rs;
@@ -342,10 +425,9 @@ static void *rworker_main(void *arg)
 			continue;
 		}
 		for (uint64_t i = b; i < b + len && i < e->s.n; i++) {
-			uint8_t v;
-			int rc = guarded_peek(map + i * ps, &v);
+			int rc = guarded_check(map + i * ps, ps, i);
 			__atomic_add_fetch(&rs->reads, 1, __ATOMIC_RELAXED);
-			if (rc == -EDEADLK && rs->cycles) {
+			if ((rc == -EDEADLK || rc == -ELOOP) && rs->cycles) {
 				__atomic_add_fetch(&rs->refused, 1, __ATOMIC_RELAXED);
 				continue;
 			}
@@ -355,13 +437,9 @@ static void *rworker_main(void *arg)
 				continue;
 			}
 			if (rc) {
-				tfail("thread %u: read of page %llu: %s", w->idx,
-				      (unsigned long long)i, errname(rc));
-				break;
-			}
-			if (gen_check(map + i * ps, ps, i, 0)) {
-				tfail("thread %u: page %llu holds wrong bytes",
-				      w->idx, (unsigned long long)i);
+				tfail("thread %u: page %llu: %s", w->idx,
+				      (unsigned long long)i,
+				      rc > 0 ? "wrong bytes" : errname(rc));
 				break;
 			}
 		}
@@ -384,8 +462,9 @@ static double stress_seconds(void)
  * own, and now and then invalidate a range, for a share of
  * VMPAGE_STRESS_SECONDS; loadblk(b) reads page dep[b].  Without @cycles the
  * deps are acyclic (each page depends on one of lower rank, in a random
- * order of ranks), so every read must succeed with the right bytes; with
- * them, reads may be refused with -EDEADLK but must never hang.
+ * order of ranks, in chains at most 9 pages long), so every read must
+ * succeed with the right bytes; with them, reads may be refused with
+ * -EDEADLK (or -ELOOP, a chain nested too deep) but must never hang.
  */
 static void rstress_run(const char *name, unsigned nthreads, bool batch,
 			bool cycles, uint64_t limit_pages, double share)
@@ -394,7 +473,7 @@ static void rstress_run(const char *name, unsigned nthreads, bool batch,
 			      .limited = limit_pages != 0 };
 	struct rworker w[16];
 	pthread_t tid[16];
-	uint64_t rank[NPAGES], order[NPAGES];
+	uint64_t order[NPAGES], depth[NPAGES] = { 0 };
 	struct rng rng;
 	uint64_t n = NPAGES;
 
@@ -402,7 +481,7 @@ static void rstress_run(const char *name, unsigned nthreads, bool batch,
 	rng_seed(&rng, rs.seed);
 	rs.e = env_open(n, batch, limit_pages);
 	rs.e->s.fail_inner = cycles; /* a refused read fails the outer one */
-	/* a random order of the pages; page order[i] has rank i */
+	/* a random order of the pages: page order[i] has rank i */
 	for (uint64_t i = 0; i < n; i++)
 		order[i] = i;
 	for (uint64_t i = n - 1; i > 0; i--) {
@@ -410,15 +489,17 @@ static void rstress_run(const char *name, unsigned nthreads, bool batch,
 		order[i] = order[j];
 		order[j] = t;
 	}
-	for (uint64_t i = 0; i < n; i++)
-		rank[order[i]] = i;
-	for (uint64_t b = 0; b < n; b++) {
+	/* in rank order, so that a dep's chain is known; at most 8 deep */
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t b = order[i], d;
 		if (rng_below(&rng, 4) == 0)
 			continue; /* a leaf */
-		if (cycles)
+		if (cycles) {
 			rs.e->s.dep[b] = (int)rng_below(&rng, n);
-		else if (rank[b] > 0)
-			rs.e->s.dep[b] = (int)order[rng_below(&rng, rank[b])];
+		} else if (i > 0 && depth[d = order[rng_below(&rng, i)]] < 8) {
+			rs.e->s.dep[b] = (int)d;
+			depth[b] = depth[d] + 1;
+		}
 	}
 	rs.deadline = now_ns() + (uint64_t)(stress_seconds() * share * 1e9);
 	print_message("%s: %u threads, %s, %s, seed %#llx (VMPAGE_SEED)\n",
@@ -433,7 +514,7 @@ static void rstress_run(const char *name, unsigned nthreads, bool batch,
 	}
 	for (unsigned i = 0; i < nthreads; i++)
 		pthread_join(tid[i], NULL);
-	print_message("%s: %llu reads, %llu refused (-EDEADLK), %llu -ENOMEM, "
+	print_message("%s: %llu reads, %llu refused (-EDEADLK, -ELOOP), %llu -ENOMEM, "
 		      "%llu loads taken over\n", name, (unsigned long long)rs.reads,
 		      (unsigned long long)rs.refused, (unsigned long long)rs.enomem,
 		      (unsigned long long)ram_stats(rs.e->ram).takeovers);
@@ -466,11 +547,14 @@ int main(void)
 		T(test_cross_readahead),
 		T(test_cross_readahead_batch),
 		T(test_true_cycle),
+		T(test_cross_handles),
 		T(rstress_4_threads),
 		T(rstress_8_threads_batch),
 		T(rstress_8_threads_limit),
 		T(rstress_4_threads_cycles),
 	};
 
+	if (getenv("VMPAGE_TEST_FILTER")) /* e.g. "rstress_8*" */
+		cmocka_set_test_filter(getenv("VMPAGE_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
