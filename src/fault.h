@@ -28,6 +28,7 @@ struct loading_run {
 	char *buf;               /* block base + i at i * pagesize */
 	uint64_t base, lo, cur, hi;
 	uint64_t loaded;         /* blocks the store filled */
+	bool batch;              /* one loadblks call for the window */
 	uint64_t next;           /* atomic: the store has not been asked for
 				    blocks from here on: others may take
 				    them over */

@@ -147,6 +147,8 @@ struct vmp_fileh {
 	struct vmp_list vmas;     /* via vma->fh_link */
 	unsigned nvma;
 	bool writeout_busy;
+	bool reads_itself;        /* a loadblk of it read it: no loadblks
+				     batches any more (load.c) */
 	vmp_fault_error_fn errfn;
 	void *errarg;
 	struct vmp_list ram_link; /* on ram->filehs */

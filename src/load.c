@@ -128,16 +128,17 @@ static bool run_owns(struct loading_run *r, uint64_t b)
 
 /*
  * Call the store for the run's blocks into its buffer: one loadblks call
- * when the store has it, else loadblk per block, skipping blocks taken
- * over.  Returns the end of the blocks filled; *errp says why it stopped
- * short.
+ * (r->batch), else loadblk per block, skipping blocks taken over.  Returns
+ * the end of the blocks filled; *errp says why it stopped short.
  *
  * r->next tells other threads which blocks they may still take over.  The
  * owner publishes it before each loadblk and then reads r->takers; a taker
  * counts itself in r->takers and then reads r->next (both sequentially
  * consistent): so either the owner sees the taker and asks under the lock
  * whether the block is still its own, or the taker sees the new r->next
- * and waits instead.  No block is loaded twice that way.
+ * and waits instead.  A batch claims its whole window that way, and goes
+ * block by block if a block was taken before.  So a block is loaded twice
+ * only to break a cycle of waits.
  */
 static uint64_t run_fill(struct loading_run *r, int *errp)
 {
@@ -147,14 +148,18 @@ static uint64_t run_fill(struct loading_run *r, int *errp)
 	int err;
 
 	r->cur = r->lo;
-	if (r->hi - r->lo > 1 && fh->ops.loadblks) {
+	if (r->batch) {
 		__atomic_store_n(&r->next, r->hi, __ATOMIC_SEQ_CST);
-		if (fh->ops.loadblks(fh->store.ctx, r->lo, r->hi - r->lo,
-				     r->buf + (r->lo - r->base) * ps) == 0) {
+		if (__atomic_load_n(&r->takers, __ATOMIC_SEQ_CST)) {
+			r->batch = false; /* a block was taken: go one by one */
+		} else if (fh->ops.loadblks(fh->store.ctx, r->lo, r->hi - r->lo,
+					    r->buf + (r->lo - r->base) * ps) == 0) {
 			r->loaded = r->hi - r->lo;
 			return r->hi;
+		} else {
+			r->batch = false;
+			end = r->lo + 1; /* the faulting block alone says why */
 		}
-		end = r->lo + 1; /* the faulting block alone says why */
 	}
 	for (; r->cur < end; r->cur++) {
 		__atomic_store_n(&r->next, r->cur + 1, __ATOMIC_SEQ_CST);
@@ -444,6 +449,8 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 	r->base = r->lo = r->cur = idx;
 	r->hi = idx + i;
 	r->next = idx + 1; /* the faulting block is as good as started */
+	/* a store reading its handle would find its batch all "in progress" */
+	r->batch = i > 1 && fh->ops.loadblks && !fh->reads_itself;
 	return (long)i;
 }
 
@@ -485,24 +492,40 @@ static void count_taker(struct loading_run *r)
 	__atomic_add_fetch(&r->takers, 1, __ATOMIC_SEQ_CST);
 }
 
-/* Load @p, LOADING in another run (or an outer one of ours), in a run of
- * this fault's own; the caller counted itself a taker of p's run.  The
- * store's bytes, even for a fault whose error handler asked for zeros:
- * someone else's load was under way.  ram->lock held.  1, or -errno. */
-static int take_over(struct vmp_page *p, struct vmp_fault_error *fe)
+static void uncount_taker(struct loading_run *r)
 {
-	struct vmp_fileh *fh = p->fh;
-	struct loading_run r;
+	__atomic_sub_fetch(&r->takers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Can this fault load LOADING page @p in a run of its own: nesting depth,
+ * and room for the kernel mapping it may split.  0 or -errno in @fe;
+ * nothing changed.  ram->lock held. */
+static int take_check(const struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	struct vmp_page to = { .state = (p->fh->flags & VMP_OVERLAY) ?
+						PAGE_DIRTY : PAGE_LOADED };
+	long cost = fh_remap_cost(p->fh, p->index, 1, &page_absent, &to);
 	enum vmp_fault_what what;
-	long cost;
 	int ret;
 
 	if (vmp_tls.nloading == MAX_NEST)
 		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
-	run_init(&r, fh, &p);
-	cost = fh_remap_cost(fh, p->index, 1, &page_absent, &r.to);
-	if ((ret = ram_charge(fh->ram, 0, cost, &what)))
+	if ((ret = ram_charge(p->fh->ram, 0, cost, &what)))
 		return fail(fe, what, ret);
+	return 0;
+}
+
+/* Load @p, LOADING in another run (or an outer one of ours), in a run of
+ * this fault's own.  The caller checked take_check() and counted itself a
+ * taker of p's run.  The store's bytes, even for a fault whose error
+ * handler asked for zeros: someone else's load was under way.  ram->lock
+ * held.  1, or -errno in @fe. */
+static int take_over(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = p->fh;
+	struct loading_run r;
+
+	run_init(&r, fh, &p);
 	fh->ram->stats.takeovers++;
 	p->run = &r;
 	p->flags &= (uint8_t)~PAGE_INVALIDATED; /* a load that starts after it */
@@ -512,19 +535,30 @@ static int take_over(struct vmp_page *p, struct vmp_fault_error *fe)
 	return load_run(&r, false, fe);
 }
 
-/* A fault of this thread on its own run @r's LOADING page @p: the run's
- * loadblk (or a nested one) read it. */
+/*
+ * A fault of this thread on its own run @r's LOADING page @p: the run's
+ * loadblk (or a nested one) read it, so the handle reads itself: its runs
+ * will go block by block from now on (below).  A block not started, or in
+ * a loadblks batch, is loaded now in a nested run; the block in the
+ * store's hands is -EDEADLK; filled ones are committed at once.
+ */
 static int own_run_fault(struct loading_run *r, struct vmp_page *p,
 			 struct vmp_fault_error *fe)
 {
-	if (p->index > r->cur) { /* read-ahead not started: load it now */
+	int ret;
+
+	r->fh->reads_itself = true;
+	if (p->flags & PAGE_COMMITTING) /* a signal handler interrupted it */
+		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
+	if (p->index > r->cur || r->batch) {
+		if ((ret = take_check(p, fe)))
+			return ret;
 		count_taker(r);
 		return take_over(p, fe);
 	}
 	if (p->index == r->cur)
 		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
-	/* filled already: install what is filled, and the access sees it */
-	(void)run_commit(r, r->cur, fe);
+	(void)run_commit(r, r->cur, fe); /* the access then sees it */
 	return 1;
 }
 
@@ -532,22 +566,28 @@ int load_fault_loading(struct vmp_page *p, struct vmp_fault_error *fe)
 {
 	vmp_ram *ram = p->fh->ram;
 	struct loading_run *r = p->run;
+	int ret;
 
+	if (r->thread == &vmp_tls)
+		return own_run_fault(r, p, fe);
 	if (p->flags & PAGE_COMMITTING) {
 		page_wait(ram, p); /* its owner is mapping it: a moment */
 		return 1;
 	}
-	if (r->thread == &vmp_tls)
-		return own_run_fault(r, p, fe);
-	count_taker(r); /* before reading r->next: see run_fill() */
-	if (p->index >= __atomic_load_n(&r->next, __ATOMIC_SEQ_CST))
+	/* not started: take it if we can (count first: see run_fill()) */
+	count_taker(r);
+	if (p->index >= __atomic_load_n(&r->next, __ATOMIC_SEQ_CST) &&
+	    take_check(p, fe) == 0)
 		return take_over(p, fe);
-	__atomic_sub_fetch(&r->takers, 1, __ATOMIC_SEQ_CST);
+	uncount_taker(r);
 	if (wait_begin(r->owner)) {
 		page_wait(ram, p);
 		wait_end();
 		return 1;
 	}
+	/* the owner waits for us: we must load it, or fail */
+	if ((ret = take_check(p, fe)))
+		return ret;
 	count_taker(r);
 	return take_over(p, fe);
 }

@@ -14,7 +14,11 @@
  *
  * A thread is named by a 16-bit tag, which is also what page->mapper holds
  * (fault.c).  Tags of threads that exit are reused, so that the tags of the
- * threads alive at one time differ (up to 65535 of them).
+ * threads alive at one time differ (up to 65535 of them; more share tags,
+ * which costs them extra faults and can hide a cycle of waits).  A tag is
+ * reused only once all were handed out, the longest free first: a page
+ * mapped by a thread that exits in the middle of another's fault on it
+ * must not look, to that fault, as mapped by itself.
  *
  * Signal context (the fault handler): only a mutex and plain memory.
  */
@@ -27,8 +31,8 @@
 /* graph_lock protects all below.  Lock order: after every ram->lock. */
 static pthread_mutex_t graph_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint16_t waits_for[NTAGS]; /* tag -> tag it waits for, 0 none */
-static uint16_t free_tags[NTAGS]; /* tags of threads that exited */
-static unsigned nfree_tags;
+static uint16_t free_tags[NTAGS]; /* tags of threads that exited: a ring */
+static unsigned free_first, nfree;
 static unsigned next_tag = 1;     /* never handed out yet; 0 means nobody */
 
 static pthread_key_t exit_key;
@@ -39,7 +43,7 @@ static void tag_release(void *unused)
 	(void)unused;
 	pthread_mutex_lock(&graph_lock);
 	waits_for[vmp_tls.tag] = 0;
-	free_tags[nfree_tags++] = vmp_tls.tag;
+	free_tags[(free_first + nfree++) % NTAGS] = vmp_tls.tag;
 	pthread_mutex_unlock(&graph_lock);
 	vmp_tls.tag = 0;
 }
@@ -55,10 +59,13 @@ static uint16_t tag_alloc(void)
 
 	pthread_once(&exit_key_once, exit_key_init);
 	pthread_mutex_lock(&graph_lock);
-	if (nfree_tags)
-		tag = free_tags[--nfree_tags];
-	else if (next_tag < NTAGS)
+	if (next_tag < NTAGS) {
 		tag = (uint16_t)next_tag++;
+	} else if (nfree) {
+		tag = free_tags[free_first];
+		free_first = (free_first + 1) % NTAGS;
+		nfree--;
+	}
 	pthread_mutex_unlock(&graph_lock);
 	if (!tag) /* 65535 threads alive: share one (extra faults, fault.c) */
 		return (uint16_t)(1 + (unsigned)gettid() % (NTAGS - 1));
