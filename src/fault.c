@@ -345,37 +345,65 @@ static int on_sigsegv(void *fault_address, int serious)
 	return 1; /* a SIGBUS handler returned: retry, as the kernel would */
 }
 
-/* The SIGSEGV action our last install left, to recognise it later. */
-static void *installed_action;
+/*
+ * Our SIGSEGV action: libsigsegv's handler, made SA_NODEFER.  libsigsegv
+ * installs it without SA_NODEFER, so we install it through libsigsegv only
+ * once, and from then on put the completed action back in one sigaction:
+ * a fault taken in between would run with SIGSEGV blocked, and a nested
+ * fault in its loadblk would kill the process.
+ */
+static struct sigaction our_action;
+static bool have_action; /* atomic: our_action is set */
+static int first_install_error;
+static pthread_once_t first_install_once = PTHREAD_ONCE_INIT;
 
-VMP_EXPORT int vmp_fault_handler_install(void)
+static void first_install(void)
 {
 	struct sigaction sa;
 
-	load_init();
-	if (sigsegv_install_handler(on_sigsegv) < 0)
-		return -ENOSYS;
-	/* SA_NODEFER: a loadblk may fault on other mappings (see fault_lock) */
-	if (sigaction(SIGSEGV, NULL, &sa) == 0) {
-		if (!(sa.sa_flags & SA_NODEFER)) {
-			sa.sa_flags |= SA_NODEFER;
-			sigaction(SIGSEGV, &sa, NULL);
-		}
-		__atomic_store_n(&installed_action, (void *)sa.sa_sigaction,
-				 __ATOMIC_RELAXED);
+	if (sigsegv_install_handler(on_sigsegv) < 0 ||
+	    sigaction(SIGSEGV, NULL, &sa) != 0) {
+		first_install_error = -ENOSYS;
+		return;
 	}
-	return 0;
+	/* SA_NODEFER: a loadblk may fault on other mappings (see fault_lock) */
+	sa.sa_flags |= SA_NODEFER;
+	if (sigaction(SIGSEGV, &sa, NULL) != 0) {
+		first_install_error = -ENOSYS;
+		return;
+	}
+	our_action = sa;
+	__atomic_store_n(&have_action, true, __ATOMIC_RELEASE);
+}
+
+static bool is_ours(const struct sigaction *sa)
+{
+	return sa->sa_sigaction == our_action.sa_sigaction &&
+	       (sa->sa_flags & SA_NODEFER);
+}
+
+VMP_EXPORT int vmp_fault_handler_install(void)
+{
+	struct sigaction cur;
+
+	load_init();
+	pthread_once(&first_install_once, first_install);
+	if (first_install_error)
+		return first_install_error;
+	if (sigaction(SIGSEGV, NULL, &cur) == 0 && is_ours(&cur))
+		return 0; /* in place already */
+	return sigaction(SIGSEGV, &our_action, NULL) == 0 ? 0 : -ENOSYS;
 }
 
 void fault_handler_arm(void)
 {
 	struct sigaction sa;
-	void *ours = __atomic_load_n(&installed_action, __ATOMIC_RELAXED);
 
 	/* A handler installed after ours belongs to a program that chains to
 	 * vmp_handle_fault() (or will re-arm us): leave it in place. */
-	if (ours && sigaction(SIGSEGV, NULL, &sa) == 0 &&
-	    sa.sa_handler != SIG_DFL && (void *)sa.sa_sigaction != ours)
+	if (__atomic_load_n(&have_action, __ATOMIC_ACQUIRE) &&
+	    sigaction(SIGSEGV, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL &&
+	    !is_ours(&sa))
 		return;
 	(void)vmp_fault_handler_install();
 }

@@ -391,6 +391,69 @@ static void test_cross_handles(void **state)
 	}
 }
 
+/*
+ * vmp_mmap (and vmp_fault_handler_install) put the fault handler back when
+ * the program took SIGSEGV over; while other threads fault, that must never
+ * leave a moment in which the handler runs with SIGSEGV blocked, or a
+ * loadblk's nested fault kills the process.  One thread re-arms and maps
+ * in a loop while another reads pages whose loadblk reads another page.
+ * In a child, so that such a death is seen as one.
+ */
+static bool rearm_stop; /* atomic */
+
+static void *rearm_main(void *arg)
+{
+	vmp_fileh *fh = arg;
+	void *m;
+
+	while (!__atomic_load_n(&rearm_stop, __ATOMIC_RELAXED)) {
+		if (vmp_fault_handler_install() ||
+		    vmp_mmap(fh, 0, 1, PROT_READ, &m) || vmp_munmap(m))
+			break;
+	}
+	return NULL;
+}
+
+static void child_rearm(void *arg)
+{
+	struct dstore *s = arg;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	pthread_t tid;
+
+	child_check_rc(vmp_ram_new(&ram, 0), 0);
+	child_check_rc(vmp_fileh_open(&fh, ram, &(vmp_store){ &dstore_ops, s,
+							    s->ps }, 0), 0);
+	child_check_rc(vmp_mmap(fh, 0, s->n, PROT_READ, (void **)&s->map), 0);
+	child_check(pthread_create(&tid, NULL, rearm_main, fh) == 0);
+	for (int round = 0; round < 3000; round++) {
+		for (uint64_t b = 0; b < 32; b++)
+			child_check(gen_check(s->map + b * s->ps, s->ps, b, 0) == 0);
+		child_check_rc(vmp_invalidate(fh, 0, s->n), 0);
+	}
+	__atomic_store_n(&rearm_stop, true, __ATOMIC_RELAXED);
+	pthread_join(tid, NULL);
+	child_check(s->refusals == 0);
+}
+
+static void test_rearm_while_nested(void **state)
+{
+	struct dstore *s = calloc(1, sizeof(*s));
+	struct child_result res;
+
+	(void)state;
+	assert_non_null(s);
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(60, "test_rearm_while_nested");
+	s->ps = os_page();
+	s->n = 64;
+	for (int b = 0; b < NPAGES; b++)
+		s->dep[b] = b < 32 ? b + 32 : -1;
+	run_child(child_rearm, s, &res);
+	assert_child_exited_ok(&res);
+	free(s);
+}
+
 /* --- random dependencies, many threads --------------------------------- */
 
 struct rstress {
@@ -587,6 +650,7 @@ int main(void)
 		T(test_delta_chain),
 		T(test_true_cycle),
 		T(test_cross_handles),
+		T(test_rearm_while_nested),
 		T(rstress_4_threads),
 		T(rstress_8_threads_batch),
 		T(rstress_8_threads_limit),
