@@ -44,7 +44,9 @@ struct fault_tls {
 	/* one bounce buffer per loadblk nesting level */
 	char *bounce[MAX_NEST];
 	size_t bounce_size[MAX_NEST];
-	unsigned nloading;    /* loads in progress (nesting level) */
+	struct loading_run *loading[MAX_NEST]; /* loads in progress, outermost
+						  first (load.c) */
+	unsigned nloading;
 	struct vmp_vma *serving[MAX_NEST];
 	unsigned nserving;
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */

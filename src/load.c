@@ -371,7 +371,7 @@ static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe
 	uint64_t filled;
 	int err = 0, ret;
 
-	vmp_tls.nloading++;
+	vmp_tls.loading[vmp_tls.nloading++] = r;
 	fault_unlock(ram);
 	r->buf = bounce_get(bytes);
 	if (!r->buf) {
@@ -536,11 +536,32 @@ static int take_over(struct vmp_page *p, struct vmp_fault_error *fe)
 }
 
 /*
+ * Is a load nested in @r (of this thread) loading a block that nobody
+ * asked for: read-ahead, or part of a batch?  Then r's block, whose load
+ * waits for it, need not depend on it.
+ */
+static bool readahead_inside(const struct loading_run *r)
+{
+	unsigned i = 0;
+
+	while (i < vmp_tls.nloading && vmp_tls.loading[i] != r)
+		i++;
+	for (i++; i < vmp_tls.nloading; i++) {
+		const struct loading_run *in = vmp_tls.loading[i];
+		if (in->batch || in->cur != in->base)
+			return true;
+	}
+	return false;
+}
+
+/*
  * A fault of this thread on its own run @r's LOADING page @p: the run's
  * loadblk (or a nested one) read it, so the handle reads itself: its runs
  * will go block by block from now on (below).  A block not started, or in
- * a loadblks batch, is loaded now in a nested run; the block in the
- * store's hands is -EDEADLK; filled ones are committed at once.
+ * a loadblks batch, is loaded now in a nested run; filled ones are
+ * committed at once.  The block in the store's hands is -EDEADLK (its
+ * loadblk needs itself), unless a read-ahead block nested in between asks
+ * for it: then it is loaded again, nested, and the first copy dropped.
  */
 static int own_run_fault(struct loading_run *r, struct vmp_page *p,
 			 struct vmp_fault_error *fe)
@@ -550,7 +571,8 @@ static int own_run_fault(struct loading_run *r, struct vmp_page *p,
 	r->fh->reads_itself = true;
 	if (p->flags & PAGE_COMMITTING) /* a signal handler interrupted it */
 		return fail(fe, VMP_FAULT_RECURSION, -EDEADLK);
-	if (p->index > r->cur || r->batch) {
+	if (p->index > r->cur || r->batch ||
+	    (p->index == r->cur && readahead_inside(r))) {
 		if ((ret = take_check(p, fe)))
 			return ret;
 		count_taker(r);

@@ -296,6 +296,42 @@ static void test_delta_chain(void **state)
 }
 
 /*
+ * Read-ahead inside a load is not a dependency.  One thread reads pages 100
+ * and 101 through a mapping of its own; loadblk(100) reads page 10 and
+ * loadblk(101) page 11 through the store's mapping, so that the nested
+ * fault on 11 is sequential there and loads [11, 15) ahead.  loadblk(12),
+ * read-ahead, reads page 101, whose load is waiting for that very run:
+ * 101 does not need 12 (the deps have no cycle), so this must not be
+ * -EDEADLK; 101 is loaded once more, nested, and the pages read right.
+ */
+static void readahead_inside_load(bool batch)
+{
+	struct env *e = env_open(128, batch, 0);
+	size_t ps = e->s.ps;
+	char *mt = map_pages(e->fh, 0, 128, PROT_READ);
+
+	e->s.dep[100] = 10;
+	e->s.dep[101] = 11;
+	e->s.dep[12] = 101;
+	assert_int_equal(gen_check(mt + 100 * ps, ps, 100, 0), 0);
+	assert_int_equal(gen_check(mt + 101 * ps, ps, 101, 0), 0);
+	assert_int_equal(e->s.refusals, 0);
+	assert_true(e->s.loads[12] >= 1); /* the case did happen */
+	check_all_pages(e);
+	assert_ok(vmp_munmap(mt));
+	env_close(e);
+}
+
+static void test_readahead_inside_load(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(30, "test_readahead_inside_load");
+	readahead_inside_load(false);
+	readahead_inside_load(true);
+}
+
+/*
  * A true cycle: loadblk(5) reads page 45 and loadblk(45) reads page 5, in
  * two threads at once.  In one thread this is loadblk touching the page it
  * loads (-EDEADLK); in two it must be the same, never a hang.  A store that
@@ -648,6 +684,7 @@ int main(void)
 		T(test_cross_readahead),
 		T(test_cross_readahead_batch),
 		T(test_delta_chain),
+		T(test_readahead_inside_load),
 		T(test_true_cycle),
 		T(test_cross_handles),
 		T(test_rearm_while_nested),
