@@ -7,6 +7,11 @@
  * would close a cycle of threads waiting for each other takes the page over
  * too; and a true cycle of the store (loadblk(a) needs b, loadblk(b) needs
  * a) is refused with -EDEADLK in one thread, as it is in a single thread.
+ * Then the same across two handles, a delta chain in one thread,
+ * read-ahead nested in a load, re-arming the handler while loads nest,
+ * and random dependencies from 4-8 threads (VMPAGE_STRESS_SECONDS, a
+ * quarter each; VMPAGE_SEED replays the dependencies; VMPAGE_TEST_FILTER
+ * picks tests by name).
  *
  * Every test runs under a watchdog: a deadlock aborts with a message.
  */
@@ -582,14 +587,6 @@ static void *rworker_main(void *arg)
 	if (vmp_munmap(map))
 		tfail("thread %u: vmp_munmap failed", w->idx);
 	return NULL;
-}
-
-static double stress_seconds(void)
-{
-	const char *s = getenv("VMPAGE_STRESS_SECONDS");
-	double v = s && *s ? atof(s) : 3.0;
-
-	return v > 0 ? v : 3.0;
 }
 
 /*

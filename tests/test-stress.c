@@ -730,14 +730,6 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static double stress_seconds(void)
-{
-	const char *s = getenv("VMPAGE_STRESS_SECONDS");
-	double v = s && *s ? atof(s) : 3.0;
-
-	return v > 0 ? v : 3.0;
-}
-
 static void stress_run(const char *name, unsigned nthreads, size_t limit_pages,
 		       bool batch, double share)
 {

@@ -231,6 +231,15 @@ static inline void run_threads(unsigned n, void *(*fn)(void *), void *arg)
 		pthread_join(tid[i], NULL);
 }
 
+/* The time a stress test gets in all: VMPAGE_STRESS_SECONDS, default 3. */
+static inline double stress_seconds(void)
+{
+	const char *s = getenv("VMPAGE_STRESS_SECONDS");
+	double v = s && *s ? atof(s) : 3.0;
+
+	return v > 0 ? v : 3.0;
+}
+
 static int thread_test_fds; /* open fds before the test */
 
 /* cmocka setup and teardown of a threaded test: no failure recorded yet,
