@@ -117,9 +117,10 @@ void waits_fork_parent(void)
 	pthread_mutex_unlock(&graph_lock);
 }
 
-/* The child has one thread, which waits for nobody. */
+/* The child has one thread, which waits for nobody, and holds the lock
+ * (waits_fork_prepare): it can simply let go of it. */
 void waits_fork_child(void)
 {
-	pthread_mutex_init(&graph_lock, NULL);
 	waits_for[vmp_tls.tag] = 0;
+	pthread_mutex_unlock(&graph_lock);
 }
