@@ -18,8 +18,9 @@ struct guard;
  * blocks [base, hi) were made LOADING; [base, lo) are committed already,
  * [lo, cur) are filled in buf, block cur is in the store's hands now.
  * Each page it holds points to it (page->run).  Only its thread changes
- * these fields, so they need no lock, but for the two other threads read
- * (atomic, see run_fill()); the pages are under ram->lock.
+ * these fields, so they need no lock, except the two that other threads
+ * read (next and takers: atomic, see run_fill()); the pages are under
+ * ram->lock.
  */
 struct loading_run {
 	struct vmp_fileh *fh;
