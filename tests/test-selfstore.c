@@ -483,6 +483,14 @@ static void test_rearm_while_nested(void **state)
 	struct child_result res;
 
 	(void)state;
+#ifdef TEST_TSAN
+	/* TSan runs signal handlers with every signal blocked whatever the
+	 * flags (the library unblocks SIGSEGV itself there), so the window
+	 * under test does not exist; and it cannot be trusted with threads
+	 * in a forked child (it hung there once in CI). */
+	free(s);
+	skip();
+#endif
 	assert_non_null(s);
 	assert_ok(vmp_fault_handler_install());
 	watchdog_arm(60, "test_rearm_while_nested");
