@@ -7,7 +7,7 @@
  * the bytes.
  *
  * Two stores:
- *   file store       vmp_file_store() on the test file (pread/pwrite)
+ *   file store       vmp_file_store_new() on the test file (pread/pwrite)
  *   generated store  loadblk computes the data (no I/O; optionally spins
  *                    ~20 us first, like a decompressor); storeblk only sums
  *                    what it is given, so a writeout's bytes are checked and
@@ -66,9 +66,17 @@ static const vmp_store_ops gen_ops = {
 	.storeblk = gen_store,
 };
 
-static vmp_store gen_store_of(struct gen *g)
+/* A store over @g, or NULL with the error in @r. */
+static vmp_store *gen_store_new(struct gen *g, struct rep *r)
 {
-	return (vmp_store){ .ops = &gen_ops, .ctx = g, .blksize = g->blksize };
+	vmp_store *st;
+	int e = vmp_store_new(&st, &gen_ops, g, g->blksize);
+
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "vmp_store_new: %s", strerror(-e));
+		return NULL;
+	}
+	return st;
 }
 
 /* --- RAM + handle + mapping ---------------------------------------------- */
@@ -80,37 +88,34 @@ struct libmap {
 	size_t ps;
 };
 
-static void release_store(const vmp_store *st)
-{
-	if (st->ops && st->ops->release)
-		st->ops->release(st->ctx);
-}
-
-/* Open a RAM (0 = no limit), a handle on @st and a mapping of pages
- * [0, npages).  On failure the error is in @r and nothing is left open. */
-static bool lib_open(struct libmap *m, const vmp_store *st, uint64_t limit,
-		     unsigned flags, uint64_t npages, int prot, struct rep *r)
+/* Open a RAM (0 = no limit), a handle on @st (of blocks of @ps bytes) and
+ * a mapping of pages [0, npages).  @st is given up here: the handle keeps
+ * it until it closes.  On failure the error is in @r and nothing is left
+ * open. */
+static bool lib_open(struct libmap *m, vmp_store *st, size_t ps,
+		     uint64_t limit, unsigned flags, uint64_t npages, int prot,
+		     struct rep *r)
 {
 	int e;
 
 	memset(m, 0, sizeof(*m));
-	m->ps = st->blksize;
+	m->ps = ps;
 	/* The floors replaced the SIGSEGV action for a while: re-arm ours. */
 	vmp_fault_handler_install();
 	e = vmp_ram_new(&m->ram, limit);
 	if (e < 0) {
 		rep_fail(r, REP_ERROR, "vmp_ram_new: %s", strerror(-e));
-		release_store(st);
+		vmp_store_free(st);
 		return false;
 	}
 	e = vmp_fileh_open(&m->fh, m->ram, st, flags);
+	vmp_store_free(st);
 	if (e < 0) {
 		/* An overlay the library cannot give is "n/a", not a failure. */
 		rep_fail(r, (flags & VMP_OVERLAY) ? REP_NA : REP_ERROR,
 			 "vmp_fileh_open%s: %s",
 			 (flags & VMP_OVERLAY) ? "(VMP_OVERLAY)" : "",
 			 strerror(-e));
-		release_store(st);
 		vmp_ram_free(m->ram);
 		return false;
 	}
@@ -187,14 +192,14 @@ void job_file(const struct job *j, struct rep *r)
 		.ntouch = g_ntouch, .cap = opt.cap,
 	};
 	struct libmap m;
-	vmp_store st;
-	int e = vmp_file_store(&st, g_fd, j->ps);
+	vmp_store *st;
+	int e = vmp_file_store_new(&st, g_fd, j->ps);
 
 	if (e < 0) {
-		rep_fail(r, REP_ERROR, "vmp_file_store: %s", strerror(-e));
+		rep_fail(r, REP_ERROR, "vmp_file_store_new: %s", strerror(-e));
 		return;
 	}
-	if (!lib_open(&m, &st, j->limit ? g_size / 4 : 0,
+	if (!lib_open(&m, st, j->ps, j->limit ? g_size / 4 : 0,
 		      j->overlay ? VMP_OVERLAY : 0, g_size / j->ps, PROT_READ,
 		      r))
 		return;
@@ -207,7 +212,7 @@ void job_file(const struct job *j, struct rep *r)
 void job_gen_fault(const struct job *j, struct rep *r)
 {
 	struct gen g = { .blksize = OS_PAGE };
-	vmp_store st = gen_store_of(&g);
+	vmp_store *st = gen_store_new(&g, r);
 	struct access a = {
 		.kind = ACC_RAND, .perm = g_perm, .ntouch = g_ntouch,
 		.cap = opt.cap,
@@ -215,7 +220,7 @@ void job_gen_fault(const struct job *j, struct rep *r)
 	struct libmap m;
 
 	(void)j;
-	if (!lib_open(&m, &st, 0, 0, g_npages, PROT_READ, r))
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, g_npages, PROT_READ, r))
 		return;
 	if (lib_access_close(&m, &a, r))
 		r->val[0] = a.secs * 1e9 / (double)a.done;
@@ -224,11 +229,12 @@ void job_gen_fault(const struct job *j, struct rep *r)
 void job_gen_seq(const struct job *j, struct rep *r)
 {
 	struct gen g = { .blksize = j->ps };
-	vmp_store st = gen_store_of(&g);
+	vmp_store *st = gen_store_new(&g, r);
 	struct access a = { .nbytes = g_size, .kind = ACC_SEQ, .cap = opt.cap };
 	struct libmap m;
 
-	if (!lib_open(&m, &st, 0, 0, g_size / j->ps, PROT_READ, r))
+	if (!st ||
+	    !lib_open(&m, st, g.blksize, 0, 0, g_size / j->ps, PROT_READ, r))
 		return;
 	if (lib_access_close(&m, &a, r))
 		r->val[0] = access_rate(&a);
@@ -239,15 +245,15 @@ void job_gen_seq(const struct job *j, struct rep *r)
 void job_threads(const struct job *j, struct rep *r)
 {
 	struct gen g = { .blksize = OS_PAGE };
-	vmp_store st;
+	vmp_store *st;
 	struct access a[64];
 	struct libmap m;
 	int n = j->threads, e = 0;
 	double secs;
 
 	g.spin = j->spin ? (uint64_t)(g_spin_iters + 0.5) : 0;
-	st = gen_store_of(&g);
-	if (!lib_open(&m, &st, 0, 0, g_npages, PROT_READ, r))
+	st = gen_store_new(&g, r);
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, g_npages, PROT_READ, r))
 		return;
 	access_split(a, n, m.addr, g_perm, g_ntouch);
 	secs = access_parallel(a, n, true, &e);
@@ -465,7 +471,7 @@ void job_changeset(const struct job *j, struct rep *r)
 	struct cs_pass c = { .ps = j->ps };
 	uint32_t *perm;
 	struct libmap m;
-	vmp_store st;
+	vmp_store *st;
 	int fd = -1, e;
 
 	if (n == 0)
@@ -478,16 +484,16 @@ void job_changeset(const struct job *j, struct rep *r)
 	shuffle(perm, n, 0xC5 + j->ps);
 	if (j->overlay) {
 		fd = file_create(n * j->ps, "cs");
-		e = fd < 0 ? fd : vmp_file_store(&st, fd, j->ps);
+		e = fd < 0 ? fd : vmp_file_store_new(&st, fd, j->ps);
 		if (e < 0) {
 			rep_fail(r, REP_ERROR, "change-set file store: %s",
 				 strerror(-e));
 			goto out;
 		}
-	} else {
-		st = gen_store_of(&g);
+	} else if (!(st = gen_store_new(&g, r))) {
+		goto out;
 	}
-	if (!lib_open(&m, &st, 0, j->overlay ? VMP_OVERLAY : 0, n,
+	if (!lib_open(&m, st, j->ps, 0, j->overlay ? VMP_OVERLAY : 0, n,
 		      PROT_READ | PROT_WRITE, r))
 		goto out;
 	c.base = m.addr;
@@ -512,14 +518,14 @@ void job_meta(const struct job *j, struct rep *r)
 {
 	const uint64_t map_pages = 64 * GiB / OS_PAGE;
 	struct gen g = { .blksize = OS_PAGE };
-	vmp_store st = gen_store_of(&g);
+	vmp_store *st = gen_store_new(&g, r);
 	struct access a = { .kind = ACC_RAND, .perm = g_perm,
 			    .ntouch = g_ntouch };
 	struct vmp_stats s;
 	struct libmap m;
 
 	(void)j;
-	if (!lib_open(&m, &st, 0, 0, map_pages, PROT_READ, r))
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, map_pages, PROT_READ, r))
 		return;
 	if (vmp_ram_stats(m.ram, &s) < 0) {
 		rep_fail(r, REP_ERROR, "vmp_ram_stats failed");

@@ -158,7 +158,7 @@ int main(int argc, char **argv)
 	struct scan sc;
 	vmp_ram *ram = NULL;
 	vmp_fileh *fh = NULL;
-	vmp_store store;
+	vmp_store *store = NULL;
 	void *addr = NULL;
 	double t0, t_map, t_exp;
 	int status = EXIT_FAILURE, ret;
@@ -200,15 +200,16 @@ int main(int argc, char **argv)
 			PROG ": store too large for the address space\n");
 		goto out_free_ram;
 	}
-	store.ops = &gen_ops;
-	store.ctx = &gen;
-	store.blksize = (size_t)pagesize;
-
 	/* Bad page sizes are caught here: -EINVAL. */
-	ret = vmp_fileh_open(&fh, ram, &store, 0);
+	ret = vmp_store_new(&store, &gen_ops, &gen, (size_t)pagesize);
+	if (ret < 0) {
+		fail("vmp_store_new", ret);
+		goto out_free_ram;
+	}
+	ret = vmp_fileh_open(&fh, ram, store, 0);
 	if (ret < 0) {
 		fail("vmp_fileh_open", ret);
-		goto out_free_ram;
+		goto out_free_store;
 	}
 	ret = vmp_mmap(fh, 0, gen.nblocks, PROT_READ, &addr);
 	if (ret < 0) {
@@ -306,6 +307,12 @@ out_close_fh:
 	ret = vmp_fileh_close(fh);
 	if (ret < 0)
 		status = fail("vmp_fileh_close", ret);
+out_free_store:
+	/* The store is ours; gen, its context, lives on the stack until
+	 * the end of main anyway (gen_ops has no release). */
+	ret = vmp_store_free(store);
+	if (ret < 0)
+		status = fail("vmp_store_free", ret);
 out_free_ram:
 	ret = vmp_ram_free(ram);
 	if (ret < 0)

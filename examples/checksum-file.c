@@ -5,7 +5,7 @@
  *
  *   checksum-file [FILE] [--pagesize N] [--limit BYTES]
  *
- * The file is mapped whole through the built-in file store (vmp_file_store)
+ * The file is mapped whole through the built-in file store (vmp_file_store_new)
  * and checksummed as plain memory: each page is loaded on first touch, and
  * clean pages are dropped, least recently used first, when the limit is
  * reached.  The program then prints what the library did (vmp_ram_stats)
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
 	struct vmp_stats st;
 	vmp_ram *ram = NULL;
 	vmp_fileh *fh = NULL;
-	vmp_store store;
+	vmp_store *store = NULL;
 	struct scan sc;
 	struct stat sb;
 	void *addr = NULL;
@@ -294,15 +294,16 @@ int main(int argc, char **argv)
 	}
 
 	/* A read-only fd is fine: we only read, storeblk is never called. */
-	ret = vmp_file_store(&store, fd, (size_t)pagesize);
+	ret = vmp_file_store_new(&store, fd, (size_t)pagesize);
 	if (ret < 0) {
-		fail("vmp_file_store", ret);
+		fail("vmp_file_store_new", ret);
 		goto out_free_ram;
 	}
-	ret = vmp_fileh_open(&fh, ram, &store, 0);
+	ret = vmp_fileh_open(&fh, ram, store, 0);
+	/* The handle holds the store (and the store its own duplicate of
+	 * fd) until it closes: ours is not needed any more. */
+	vmp_store_free(store);
 	if (ret < 0) {
-		/* No handle took the store: its context is still ours. */
-		store.ops->release(store.ctx);
 		fail("vmp_fileh_open", ret);
 		goto out_free_ram;
 	}

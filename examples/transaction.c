@@ -339,7 +339,7 @@ int main(int argc, char **argv)
 	struct stat sb;
 	vmp_ram *ram = NULL;
 	vmp_fileh *fh = NULL;
-	vmp_store store;
+	vmp_store *store = NULL;
 	void *addr = NULL;
 	int status = EXIT_FAILURE, fd, ret, i;
 
@@ -418,24 +418,23 @@ int main(int argc, char **argv)
 		fail("vmp_ram_new", ret);
 		goto out_close_fd;
 	}
-	ret = vmp_file_store(&store, fd, (size_t)pagesize);
+	ret = vmp_file_store_new(&store, fd, (size_t)pagesize);
 	if (ret < 0) {
-		fail("vmp_file_store", ret);
+		fail("vmp_file_store_new", ret);
 		goto out_free_ram;
 	}
-	ret = vmp_fileh_open(&fh, ram, &store, VMP_OVERLAY);
+	ret = vmp_fileh_open(&fh, ram, store, VMP_OVERLAY);
 	if (ret == 0) {
 		printf("mode:   VMP_OVERLAY: clean pages are the kernel's "
 		       "mapping of the file\n");
 	} else {
 		printf("mode:   normal (VMP_OVERLAY refused: %s)\n",
 		       strerror(-ret));
-		/* A failed open changed nothing: the store is still ours. */
-		ret = vmp_fileh_open(&fh, ram, &store, 0);
+		/* A failed open changed nothing: try the normal mode. */
+		ret = vmp_fileh_open(&fh, ram, store, 0);
 		if (ret < 0) {
-			store.ops->release(store.ctx);
 			fail("vmp_fileh_open", ret);
-			goto out_free_ram;
+			goto out_free_store;
 		}
 	}
 	npages = (size + pagesize - 1) / pagesize;
@@ -493,6 +492,12 @@ out_close_fh:
 	ret = vmp_fileh_close(fh);
 	if (ret < 0)
 		status = fail("vmp_fileh_close", ret);
+out_free_store:
+	/* The store is the program's: with no handle left, this releases
+	 * it and closes its duplicate of fd. */
+	ret = vmp_store_free(store);
+	if (ret < 0)
+		status = fail("vmp_store_free", ret);
 out_free_ram:
 	ret = vmp_ram_free(ram);
 	if (ret < 0)

@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 #define VMP_VERSION_MAJOR 0
-#define VMP_VERSION_MINOR 1
+#define VMP_VERSION_MINOR 2
 #define VMP_VERSION_PATCH 0
 
 /** True when the header is at least version @p major.@p minor. */
@@ -70,12 +70,16 @@ extern "C" {
 typedef struct vmp_ram vmp_ram;
 /** One open view of a store: its pagemap, change set and mappings. */
 typedef struct vmp_fileh vmp_fileh;
+/** A block store: callbacks, their context and the block size; owned by
+ *  the program, referenced by the handles open on it. */
+typedef struct vmp_store vmp_store;
 
 /**
- * The store's callbacks.  The library copies this table (and the vmp_store
- * around it) when a handle is opened.  No library lock is held while any of
+ * The store's callbacks (see "Rules for store authors" above).
+ * vmp_store_new() copies this table.  No library lock is held while any of
  * them runs, so they may block, allocate, do I/O and even touch other
- * libvmpage mappings.  @p ctx is vmp_store.ctx, passed through untouched.
+ * libvmpage mappings.  @p ctx is the ctx given to vmp_store_new(), passed
+ * through untouched.
  *
  * New members are only ever added at the end.
  */
@@ -112,7 +116,11 @@ typedef struct vmp_store_ops {
 	int (*writeout_commit)(void *ctx);
 	/** Optional: called when a writeout fails after writeout_begin. */
 	void (*writeout_abort)(void *ctx);
-	/** Optional: called once, when the last handle using @p ctx closes. */
+	/**
+	 * Optional: called once, when the store is gone: vmp_store_free()
+	 * was called and the last handle on it closed, whichever came last.
+	 * Release @p ctx here.
+	 */
 	void (*release)(void *ctx);
 	/**
 	 * Optional: offer the store's bytes as a file, for VMP_OVERLAY handles.
@@ -132,12 +140,6 @@ typedef struct vmp_store_ops {
 	int (*loadblks)(void *ctx, uint64_t blk, uint64_t n, void *buf);
 } vmp_store_ops;
 
-/** A store: callbacks, their context and the block size. */
-typedef struct vmp_store {
-	const vmp_store_ops *ops; /**< callbacks, must outlive the handles */
-	void *ctx;                /**< passed to every callback */
-	size_t blksize;           /**< power of two, >= OS page: the page size */
-} vmp_store;
 
 /** Figures of a vmp_ram, see vmp_ram_stats(). */
 struct vmp_stats {
@@ -188,6 +190,61 @@ int vmp_ram_reclaim(vmp_ram *ram, size_t bytes);
 /** Read the RAM's figures into @p st.  @return 0, -EINVAL, -ECHILD. */
 int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st);
 
+/* --- stores -------------------------------------------------------------- */
+
+/**
+ * Create a store from callbacks.
+ *
+ * The store copies *@p ops; @p ctx stays the program's until the store is
+ * gone, when ops->release(ctx) is called (if set).  The program owns the
+ * store and frees it with vmp_store_free(); each handle opened on it holds
+ * a reference of its own, so the store, and ctx, live until both happened:
+ * the program freed it and the last handle on it closed.  Any number of
+ * handles may be opened on one store, one after another or at once.
+ *
+ * @param storep  receives the store.
+ * @param ops     callbacks; loadblk is required.
+ * @param ctx     passed to every callback.
+ * @param blksize block size in bytes: a power of two, at least the OS page
+ *        size and at most 1 GiB; it is the page size of the handles.
+ * @return 0, -EINVAL (NULL @p storep or @p ops, no loadblk, bad
+ *         @p blksize), -ENOMEM.  On error ops->release is not called.
+ */
+VMP_NODISCARD int vmp_store_new(vmp_store **storep, const vmp_store_ops *ops,
+				void *ctx, size_t blksize);
+
+/**
+ * Free a store: drop the program's reference.  If no handle is open on it
+ * the store is gone now (ops->release(ctx) is called before this returns);
+ * otherwise when the last of its handles closes.  Do not use @p store
+ * after this call (open no more handles on it).
+ * @return 0, -EINVAL (NULL), -ECHILD (a store of the parent, in a forked
+ *         child: nothing is released there).
+ */
+int vmp_store_free(vmp_store *store);
+
+/**
+ * The built-in file store: block b is bytes [b * blksize, (b + 1) * blksize)
+ * of the file @p fd refers to, read with pread and written with pwrite.
+ *
+ * The store keeps a duplicate of @p fd (close-on-exec) and closes it when
+ * the store is gone: the program may close @p fd at once.  A file opened
+ * read-only makes a read-only store (no storeblk).  It offers the file as
+ * the base of VMP_OVERLAY handles.
+ *
+ * Sizes: reads past the end of the file give zeros.  A writeout never
+ * changes the file's size because of those zeros: the bytes of a block
+ * past the end of the file are written only up to its last non-zero byte,
+ * so the file grows exactly as far as the program wrote non-zero bytes past
+ * its end, and not at all otherwise (the rest reads as zeros anyway).
+ *
+ * @return 0, -EINVAL (NULL @p storep, @p fd < 0, bad @p blksize, a file
+ *         opened O_APPEND), -EBADF (@p fd not open for reading), -EMFILE,
+ *         -ENOMEM.
+ */
+VMP_NODISCARD int vmp_file_store_new(vmp_store **storep, int fd,
+				     size_t blksize);
+
 /* --- handles ------------------------------------------------------------- */
 
 /** vmp_fileh_open() flags. */
@@ -205,25 +262,26 @@ enum vmp_fileh_flags {
 /**
  * Open a handle (a change set) on a store.
  *
- * The handle copies @p store; it does not own store->ctx: when the last
- * handle using ctx closes it calls store->ops->release(ctx), if set.  Several
- * handles may be open on one store; they do not see each other's uncommitted
- * writes.
+ * The handle holds a reference to @p store until it closes (see
+ * vmp_store_free()).  Several handles may be open on one store; they do
+ * not see each other's uncommitted writes.
  *
  * @param fhp   receives the handle.
  * @param ram   the budget its pages are charged to.
- * @param store callbacks and block size.
+ * @param store the store, from vmp_store_new() or vmp_file_store_new().
  * @param flags 0, or VMP_OVERLAY and/or VMP_NO_READAHEAD.
- * @return 0, -EINVAL (NULL argument, no loadblk, blksize not a power of two
- *         or below the OS page size, unknown flag, VMP_OVERLAY without
- *         ops->base), the error of ops->base, -ENOMEM, -EMFILE, -ECHILD.
+ * @return 0, -EINVAL (NULL argument, unknown flag, VMP_OVERLAY without
+ *         ops->base), the error of ops->base, -ENOMEM, -EMFILE, -ECHILD
+ *         (@p ram or @p store from before a fork()).
  */
 VMP_NODISCARD int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
-				 const vmp_store *store, unsigned flags);
+				 vmp_store *store, unsigned flags);
 
 /**
  * Close a handle.  Its uncommitted changes (dirty pages) are dropped: call
- * vmp_writeout() first to keep them.
+ * vmp_writeout() first to keep them.  It drops its reference to the store
+ * (ops->release runs now if the store was freed and this was its last
+ * handle).
  * @return 0, -EINVAL (NULL), -EBUSY while it has mappings or a writeout of
  *         it runs in another thread, -ENOMEM, -ECHILD.
  */
@@ -405,20 +463,7 @@ int vmp_handle_fault(void *addr);
  */
 int vmp_fault_handler_install(void);
 
-/* --- built-in stores and misc -------------------------------------------- */
-
-/**
- * Fill @p store with the built-in file store: block b is bytes
- * [b * blksize, (b + 1) * blksize) of @p fd, read with pread and written
- * with pwrite; reads past the end of the file give zeros.  It offers a base
- * file, so VMP_OVERLAY handles can map it.  @p fd is not owned: keep it open
- * while handles are open.  The store's small context is freed by
- * ops->release when its last handle closes; if you never open a handle,
- * call store->ops->release(store->ctx) yourself.
- * @return 0, -EINVAL (NULL, fd < 0, bad blksize), -EBADF (fd not open for
- *         reading), -ENOMEM.
- */
-VMP_NODISCARD int vmp_file_store(vmp_store *store, int fd, size_t blksize);
+/* --- misc ---------------------------------------------------------------- */
 
 /** The version of the library loaded at run time, "major.minor.patch". */
 const char *vmp_version(void);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fileh.c: handles: open and close, and the change set: writeout, discard,
- * invalidate.  Also the store reference counts behind ops->release.
+ * invalidate.
  *
  * Writeout and concurrent writers: each dirty page is write-protected
  * (PAGE_WP, mapped read-only) before its bytes are read for storeblk.  A
@@ -22,79 +22,6 @@
 
 /* What a page that is not there looks like to vma_class(). */
 const struct vmp_page page_absent = { .state = PAGE_GONE };
-
-/* --- store references: release(ctx) once the last handle closes --- */
-
-struct store_ref {
-	void (*release)(void *ctx);
-	void *ctx;
-	unsigned refs;
-	struct store_ref *next;
-};
-
-static pthread_mutex_t store_refs_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct store_ref *store_refs;
-
-static struct store_ref **store_ref_find(const vmp_store *s)
-{
-	struct store_ref **r;
-
-	for (r = &store_refs; *r; r = &(*r)->next)
-		if ((*r)->ctx == s->ctx && (*r)->release == s->ops->release)
-			return r;
-	return r;
-}
-
-void store_refs_fork_child(void)
-{
-	/* a thread of the parent may have held it; the child starts afresh
-	 * (the parent's handles are not the child's to release) */
-	pthread_mutex_init(&store_refs_lock, NULL);
-	store_refs = NULL;
-}
-
-static int store_ref_get(const vmp_store *s)
-{
-	struct store_ref **r;
-	int ret = 0;
-
-	if (!s->ops->release)
-		return 0;
-	pthread_mutex_lock(&store_refs_lock);
-	r = store_ref_find(s);
-	if (!*r) {
-		*r = calloc(1, sizeof(**r));
-		if (*r) {
-			(*r)->release = s->ops->release;
-			(*r)->ctx = s->ctx;
-		}
-	}
-	if (*r)
-		(*r)->refs++;
-	else
-		ret = -ENOMEM;
-	pthread_mutex_unlock(&store_refs_lock);
-	return ret;
-}
-
-static void store_ref_put(const vmp_store *s)
-{
-	struct store_ref **r, *gone = NULL;
-
-	if (!s->ops->release)
-		return;
-	pthread_mutex_lock(&store_refs_lock);
-	r = store_ref_find(s);
-	if (*r && --(*r)->refs == 0) {
-		gone = *r;
-		*r = gone->next;
-	}
-	pthread_mutex_unlock(&store_refs_lock);
-	if (gone) {
-		gone->release(gone->ctx);
-		free(gone);
-	}
-}
 
 /* --- dropping pages --- */
 
@@ -165,18 +92,11 @@ static int fh_lock_api(const vmp_fileh *fh, sigset_t *saved)
 
 /* --- open / close --- */
 
-static bool valid_store(const vmp_store *s)
-{
-	return s && s->ops && s->ops->loadblk && s->blksize >= os_page_size &&
-	       (s->blksize & (s->blksize - 1)) == 0 &&
-	       s->blksize <= ((size_t)1 << 30);
-}
-
 static int open_base(struct vmp_fileh *fh)
 {
 	int fd = -1;
 	off_t off = 0;
-	int ret = fh->ops.base(fh->store.ctx, &fd, &off);
+	int ret = fh->ops.base(fh->ctx, &fd, &off);
 
 	if (ret)
 		return ret < 0 ? ret : -EINVAL;
@@ -188,7 +108,7 @@ static int open_base(struct vmp_fileh *fh)
 }
 
 VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
-			      const vmp_store *store, unsigned flags)
+			      vmp_store *store, unsigned flags)
 {
 	struct vmp_fileh *fh;
 	sigset_t saved;
@@ -196,20 +116,21 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 
 	if ((ret = vmp_global_init()))
 		return ret;
-	if (!fhp || !ram || !valid_store(store))
+	if (!fhp || !ram || !store)
 		return -EINVAL;
 	if ((flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD)) ||
-	    ((flags & VMP_OVERLAY) && !store->ops->base))
+	    ((flags & VMP_OVERLAY) && !store->ops.base))
 		return -EINVAL;
-	if ((ret = check_fork(ram->fork_gen)))
+	if ((ret = check_fork(ram->fork_gen)) ||
+	    (ret = check_fork(store->fork_gen)))
 		return ret;
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;
 	fh->ram = ram;
-	fh->ops = *store->ops;
-	fh->store = *store;
-	fh->store.ops = &fh->ops;
+	fh->store = store;
+	fh->ops = store->ops;
+	fh->ctx = store->ctx;
 	fh->flags = flags;
 	fh->pageshift = (unsigned)__builtin_ctzll(store->blksize);
 	fh->base_fd = -1;
@@ -223,9 +144,7 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 		ret = fh->memfd;
 		goto out_free;
 	}
-	if ((ret = store_ref_get(&fh->store)))
-		goto out_close;
-
+	store_get(store);
 	ram_lock_api(ram, &saved);
 	list_add_tail(&fh->ram_link, &ram->filehs);
 	ram->nfileh++;
@@ -234,8 +153,6 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	*fhp = fh;
 	return 0;
 
-out_close:
-	close(fh->memfd);
 out_free:
 	free(fh);
 	return ret;
@@ -270,7 +187,7 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 
 	pagemap_destroy(&fh->pagemap);
 	close(fh->memfd);
-	store_ref_put(&fh->store);
+	store_put(fh->store);
 	free(fh);
 	return 0;
 }
@@ -356,7 +273,7 @@ static int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n
 static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 {
 	const vmp_store_ops *ops = &fh->ops;
-	void *ctx = fh->store.ctx;
+	void *ctx = fh->ctx;
 	size_t ps = fh_pagesize(fh);
 	void *buf = malloc(ps);
 	int ret;

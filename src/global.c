@@ -37,7 +37,6 @@ static void fork_child(void)
 	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
 	waits_fork_child();
 	registry_fork_child();
-	store_refs_fork_child();
 }
 
 static void init_global(void)

@@ -5,14 +5,14 @@
  * Objects (see DESIGN.md):
  *   vmp_ram    a memory budget; owns the LRU of clean pages and THE lock that
  *              guards the page state of every handle charged to it.
+ *   vmp_store  callbacks, ctx, block size; reference-counted (store.c).
  *   vmp_fileh  one open view of a store: pagemap, dirty list, memfd, mappings.
  *   vmp_vma    one mapping: an address range reserved PROT_NONE over the
  *              handle's memfd (page i of the store at memfd offset i*pagesize).
  *   vmp_page   one resident (or loading) page of a handle.
  *
  * Lock order (outer first):
- *   registry.lock (rwlock, vma.c)  ->  ram->lock  ->  store_refs lock
- *                                             ->  graph_lock (waits.c)
+ *   registry.lock (rwlock, vma.c)  ->  ram->lock  ->  graph_lock (waits.c)
  * No library lock is held while a store callback runs or while page bytes
  * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
  * block SIGSEGV while they hold a lock, so a stray fault there kills the
@@ -127,14 +127,28 @@ struct vmp_ram {
 };
 
 /*
+ * struct vmp_store.  All fields const after vmp_store_new, but refs:
+ *   refs == (the program has not freed it) + number of handles open on it
+ * (atomic); at 0 ops.release(ctx) runs and the struct is freed.
+ */
+struct vmp_store {
+	vmp_store_ops ops;
+	void *ctx;
+	size_t blksize;
+	unsigned refs;
+	unsigned fork_gen;
+};
+
+/*
  * struct vmp_fileh.  All mutable fields under ram->lock.
  *   ndirty == length of dirty list
  *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned)
  */
 struct vmp_fileh {
 	vmp_ram *ram;             /* const */
-	vmp_store store;          /* const copy; store.ops points to ops */
-	vmp_store_ops ops;        /* const copy */
+	struct vmp_store *store;  /* const; a reference held */
+	vmp_store_ops ops;        /* const: store->ops, one load nearer */
+	void *ctx;                /* const: store->ctx */
 	unsigned flags;           /* const: VMP_OVERLAY, VMP_NO_READAHEAD */
 	unsigned pageshift;       /* const: log2(store.blksize) */
 	int memfd;                /* const: page i at offset i << pageshift */
@@ -278,6 +292,11 @@ void waits_fork_prepare(void);
 void waits_fork_parent(void);
 void waits_fork_child(void);
 
+/* --- store.c ------------------------------------------------------------ */
+bool store_blksize_ok(size_t blksize);
+void store_get(struct vmp_store *s);
+void store_put(struct vmp_store *s); /* no lock held: may call release */
+
 /* --- fileh.c ------------------------------------------------------------ */
 /* Forget a page whose vmas no longer show it: pagemap, lists, accounting.
  * The caller punches its memory. */
@@ -286,7 +305,6 @@ void page_drop(struct vmp_page *p);
  * from every vma, punch their memory, forget them.  Runs of neighbours
  * with equal state take one mprotect and one fallocate each. */
 int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
-void store_refs_fork_child(void);
 
 /* --- fileh.c / fault.c -------------------------------------------------- */
 extern const struct vmp_page page_absent; /* how a missing page shows */

@@ -152,7 +152,7 @@ static uint64_t run_fill(struct loading_run *r, int *errp)
 		__atomic_store_n(&r->next, r->hi, __ATOMIC_SEQ_CST);
 		if (__atomic_load_n(&r->takers, __ATOMIC_SEQ_CST)) {
 			r->batch = false; /* a block was taken: go one by one */
-		} else if (fh->ops.loadblks(fh->store.ctx, r->lo, r->hi - r->lo,
+		} else if (fh->ops.loadblks(fh->ctx, r->lo, r->hi - r->lo,
 					    r->buf + (r->lo - r->base) * ps) == 0) {
 			r->loaded = r->hi - r->lo;
 			return r->hi;
@@ -166,7 +166,7 @@ static uint64_t run_fill(struct loading_run *r, int *errp)
 		if (__atomic_load_n(&r->takers, __ATOMIC_SEQ_CST) &&
 		    !run_owns(r, r->cur))
 			continue;
-		err = fh->ops.loadblk(fh->store.ctx, r->cur,
+		err = fh->ops.loadblk(fh->ctx, r->cur,
 				      r->buf + (r->cur - r->base) * ps);
 		if (err) {
 			*errp = err < 0 ? err : -EIO;

@@ -3,17 +3,27 @@
  * store_file.c: the built-in store over a file descriptor.  Block b is the
  * bytes [b * blksize, (b + 1) * blksize) of the file; reads past its end
  * give zeros.  It offers the file as the base of VMP_OVERLAY handles.
+ *
+ * The file's size is the program's, not the block size's: the last block
+ * of a file is usually partial, its tail past the end reads as zeros, and
+ * writing those zeros back would grow the file at every commit.  So a block
+ * reaching past the end of the file is written only up to its last
+ * non-zero byte (or to the end of the file, whichever is further).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 struct file_store {
-	int fd;
+	int fd;         /* our own duplicate, closed at release */
 	unsigned shift; /* log2(blksize) */
+	uint64_t size;  /* atomic: the file is at least this long (it grows
+			   under us, and only then is this stale) */
 };
 
 /*
@@ -57,12 +67,51 @@ static int file_loadblks(void *ctx, uint64_t blk, uint64_t n, void *buf)
 	return file_read(fs, buf, blk << fs->shift, (size_t)n << fs->shift);
 }
 
+/* Length of @buf[0, len) without its trailing zero bytes. */
+static size_t nonzero_len(const char *buf, size_t len)
+{
+	while (len >= sizeof(uint64_t)) {
+		uint64_t w;
+		memcpy(&w, buf + len - sizeof(w), sizeof(w));
+		if (w)
+			break;
+		len -= sizeof(w);
+	}
+	while (len && !buf[len - 1])
+		len--;
+	return len;
+}
+
 static int file_storeblk(void *ctx, uint64_t blk, const void *buf)
 {
 	struct file_store *fs = ctx;
+	size_t len = (size_t)1 << fs->shift;
+	uint64_t off = blk << fs->shift, size, end;
+	int ret;
 
-	return os_pwrite_full(fs->fd, buf, (size_t)1 << fs->shift,
-			      blk << fs->shift);
+	if (off + len > __atomic_load_n(&fs->size, __ATOMIC_RELAXED)) {
+		if ((ret = os_file_size(fs->fd, &size)))
+			return ret;
+		/* keep the bytes in the file; past its end, the non-zero ones */
+		end = size > off ? size - off : 0;
+		if (end < len) {
+			size_t nz = nonzero_len(buf, len);
+			len = nz > end ? nz : (size_t)end;
+		}
+		if (!len)
+			return 0;
+	}
+	ret = os_pwrite_full(fs->fd, buf, len, off);
+	if (ret)
+		return ret;
+	/* the file is now at least this long */
+	end = off + len;
+	size = __atomic_load_n(&fs->size, __ATOMIC_RELAXED);
+	while (size < end && !__atomic_compare_exchange_n(&fs->size, &size, end,
+							  false, __ATOMIC_RELAXED,
+							  __ATOMIC_RELAXED))
+		;
+	return 0;
 }
 
 static int file_base(void *ctx, int *fd, off_t *offset)
@@ -76,7 +125,10 @@ static int file_base(void *ctx, int *fd, off_t *offset)
 
 static void file_release(void *ctx)
 {
-	free(ctx);
+	struct file_store *fs = ctx;
+
+	close(fs->fd);
+	free(fs);
 }
 
 static const vmp_store_ops file_ops_rw = {
@@ -95,30 +147,36 @@ static const vmp_store_ops file_ops_ro = {
 	.base = file_base,
 };
 
-VMP_EXPORT int vmp_file_store(vmp_store *store, int fd, size_t blksize)
+VMP_EXPORT int vmp_file_store_new(vmp_store **storep, int fd, size_t blksize)
 {
 	struct file_store *fs;
 	int mode, ret;
 
-	if (!store || fd < 0)
+	if (!storep || fd < 0)
 		return -EINVAL;
 	if ((ret = vmp_global_init()))
 		return ret;
-	if (blksize < os_page_size || (blksize & (blksize - 1)) ||
-	    blksize > ((size_t)1 << 30))
+	if (!store_blksize_ok(blksize))
 		return -EINVAL;
 	mode = fcntl(fd, F_GETFL);
 	if (mode < 0 || (mode & O_ACCMODE) == O_WRONLY)
 		return -EBADF;
 	if (mode & O_APPEND)
 		return -EINVAL; /* pwrite would append, not write in place */
-	fs = malloc(sizeof(*fs));
+	fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
-	fs->fd = fd;
 	fs->shift = (unsigned)__builtin_ctzll(blksize);
-	store->ops = (mode & O_ACCMODE) == O_RDWR ? &file_ops_rw : &file_ops_ro;
-	store->ctx = fs;
-	store->blksize = blksize;
-	return 0;
+	fs->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (fs->fd < 0) {
+		ret = -errno;
+		free(fs);
+		return ret;
+	}
+	ret = vmp_store_new(storep,
+			    (mode & O_ACCMODE) == O_RDWR ? &file_ops_rw : &file_ops_ro,
+			    fs, blksize);
+	if (ret)
+		file_release(fs);
+	return ret;
 }

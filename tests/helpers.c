@@ -411,9 +411,7 @@ struct mock *mock_new(size_t blksize, uint64_t nblocks, unsigned flags)
 	m->ops.release = mock_release;
 	if ((flags & MOCK_FILE) && !(flags & MOCK_NO_BASE))
 		m->ops.base = mock_base;
-	m->store.ops = &m->ops;
-	m->store.ctx = m;
-	m->store.blksize = blksize;
+	assert_ok(vmp_store_new(&m->store, &m->ops, m, blksize));
 	return m;
 }
 
@@ -422,10 +420,24 @@ struct mock *mock_new_generated(size_t blksize)
 	return mock_new(blksize, BIG_SPAN / blksize, MOCK_READONLY | MOCK_NO_HOOKS);
 }
 
+void mock_store_free(struct mock *m)
+{
+	assert_non_null(m->store);
+	assert_ok(vmp_store_free(m->store));
+	m->store = NULL;
+}
+
 void mock_free(struct mock *m)
 {
 	if (!m)
 		return;
+	if (m->store)
+		mock_store_free(m);
+	/* Not freed then (fail_msg leaves): a handle still open on the store
+	 * would call release on freed memory when it closes. */
+	if (m->releases == 0)
+		fail_msg("mock_free: the store was not released: a handle is "
+			 "still open on it");
 	for (size_t i = 0; i < m->tabcap; i++)
 		if (slots(m)[i].used)
 			free(slots(m)[i].b.data);
@@ -611,9 +623,24 @@ vmp_fileh *open_fh(vmp_ram *ram, struct mock *m, unsigned flags)
 {
 	vmp_fileh *fh = NULL;
 
-	assert_ok(vmp_fileh_open(&fh, ram, &m->store, flags));
+	assert_ok(vmp_fileh_open(&fh, ram, m->store, flags));
 	assert_non_null(fh);
 	return fh;
+}
+
+int open_fh_ops(vmp_fileh **fhp, vmp_ram *ram, const vmp_store_ops *ops,
+		void *ctx, size_t blksize, unsigned flags)
+{
+	vmp_store *store;
+	int rc = vmp_store_new(&store, ops, ctx, blksize), free_rc;
+
+	if (rc)
+		return rc;
+	rc = vmp_fileh_open(fhp, ram, store, flags);
+	/* The handle holds a reference of its own; after a failed open this
+	 * one was the last. */
+	free_rc = vmp_store_free(store);
+	return rc ? rc : free_rc;
 }
 
 void *map_pages(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen, int prot)

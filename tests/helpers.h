@@ -142,8 +142,9 @@ struct mock;
 typedef int (*mock_hook)(struct mock *m, uint64_t blk, void *arg);
 
 struct mock {
-	vmp_store store;   /* ready to pass to vmp_fileh_open() */
-	vmp_store_ops ops;
+	vmp_store *store;  /* ready to pass to vmp_fileh_open(); NULL once
+			      mock_store_free() dropped it */
+	vmp_store_ops ops; /* what the store was created with */
 	size_t blksize;
 	uint64_t nblocks;  /* blocks past the end read as zeros */
 	unsigned flags;
@@ -157,7 +158,8 @@ struct mock {
 	/* totals (atomic); load_ok counts blocks, from either callback */
 	uint64_t load_calls, load_ok, store_calls, store_ok;
 	uint64_t batch_calls, batch_blocks; /* loadblks calls, their blocks */
-	uint64_t begins, commits, aborts, releases;
+	uint64_t begins, commits, aborts;
+	uint64_t releases; /* ops->release calls: 1 once the store is gone */
 
 	/* fail_batch: per loadblks call, its blk is the run's first block */
 	struct mock_fail fail_load, fail_store, fail_begin, fail_commit;
@@ -176,10 +178,18 @@ struct mock {
 };
 
 /* An in-memory store of @nblocks blocks of @blksize bytes, every block at
- * version 0 until changed.  Never fails unless told to. */
+ * version 0 until changed.  Never fails unless told to.  m->store is the
+ * library's store object over it (vmp_store_new), owned by the mock. */
 struct mock *mock_new(size_t blksize, uint64_t nblocks, unsigned flags);
 /* The generated store: 1 TiB of @blksize blocks, read-only, no hooks. */
 struct mock *mock_new_generated(size_t blksize);
+/* Drop the program's reference to m->store (vmp_store_free) and set it to
+ * NULL, keeping the mock and its counts: release runs now if no handle is
+ * open on the store, else when the last one closes. */
+void mock_store_free(struct mock *m);
+/* Free the mock, and its store if mock_store_free() did not.  Fails if the
+ * store is not gone then (release never called): a handle still open on it
+ * would call release on freed memory. */
 void mock_free(struct mock *m);
 
 /* What loadblk would give for @blk now. */
@@ -219,6 +229,13 @@ void gate_open(struct gate *g);
 
 /* ram + handle on @m, asserting success. */
 vmp_fileh *open_fh(vmp_ram *ram, struct mock *m, unsigned flags);
+/* A handle on a store of @ops and @ctx made for it alone: the store is
+ * created, the handle opened and the store freed at once, so that it goes
+ * (release(ctx) if any) when the handle closes.  The first error of the
+ * three calls (-EINVAL for bad @blksize), *@fhp unchanged then.  No
+ * assert: for forked children too. */
+int open_fh_ops(vmp_fileh **fhp, vmp_ram *ram, const vmp_store_ops *ops,
+		void *ctx, size_t blksize, unsigned flags);
 void *map_pages(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen, int prot);
 uint64_t dirty_count(const vmp_fileh *fh);
 struct vmp_stats ram_stats(vmp_ram *ram);

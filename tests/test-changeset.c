@@ -47,7 +47,7 @@ struct fix {
 static vmp_fileh *open_mode(struct fix *f, struct mock *m)
 {
 	vmp_fileh *fh = NULL;
-	int rc = vmp_fileh_open(&fh, f->ram, &m->store, f->mode->flags);
+	int rc = vmp_fileh_open(&fh, f->ram, m->store, f->mode->flags);
 
 	if (f->overlay && (rc == -EINVAL || rc == -EOPNOTSUPP))
 		return NULL;

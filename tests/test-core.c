@@ -97,6 +97,8 @@ static void test_lazy_load_1tib(void **state)
 	assert_ok(vmp_munmap(p));
 	assert_ok(vmp_fileh_close(fh));
 	assert_ok(vmp_ram_free(ram));
+	assert_u64(m->releases, 0); /* the program still holds the store */
+	mock_store_free(m);
 	assert_u64(m->releases, 1);
 	mock_free(m);
 }
@@ -204,12 +206,17 @@ static void test_several_handles_and_rams(void **state)
 	assert_ok(vmp_munmap(p2));
 	assert_ok(vmp_munmap(p3));
 	assert_ok(vmp_munmap(p4));
+	/* s freed by the program first: its last close releases it; t's
+	 * last close does not, the program still holds it. */
+	mock_store_free(s);
 	assert_ok(vmp_fileh_close(h1));
 	assert_ok(vmp_fileh_close(h2));
 	assert_u64(s->releases, 0);
 	assert_ok(vmp_fileh_close(h3));
 	assert_u64(s->releases, 1);
 	assert_ok(vmp_fileh_close(h4));
+	assert_u64(t->releases, 0);
+	mock_store_free(t);
 	assert_u64(t->releases, 1);
 	assert_ok(vmp_ram_free(ram1));
 	assert_ok(vmp_ram_free(ram2));
@@ -369,7 +376,7 @@ static void child_open(struct child_objs *o)
 	child_check_rc(vmp_fault_handler_install(), 0);
 	o->m = mock_new(os_page(), 8, 0);
 	child_check_rc(vmp_ram_new(&o->ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&o->fh, o->ram, &o->m->store, 0), 0);
+	child_check_rc(vmp_fileh_open(&o->fh, o->ram, o->m->store, 0), 0);
 }
 
 static char *child_map(struct child_objs *o, uint64_t pg, uint64_t n, int prot)

@@ -168,7 +168,7 @@ static char *child_map_all(uint64_t limit, int prot, struct mock **m,
 
 	*m = mock_new(os_page(), NPAGES, 0);
 	child_check_rc(vmp_ram_new(&ram, limit), 0);
-	child_check_rc(vmp_fileh_open(fh, ram, &(*m)->store, 0), 0);
+	child_check_rc(vmp_fileh_open(fh, ram, (*m)->store, 0), 0);
 	child_check_rc(vmp_mmap(*fh, 0, NPAGES, prot, (void **)&p), 0);
 	return p;
 }
@@ -646,7 +646,7 @@ static void child_calls_echild(void *arg)
 
 	child_check_rc(vmp_ram_stats(o->ram, &st), -ECHILD);
 	child_check_rc(vmp_ram_reclaim(o->ram, 4096), -ECHILD);
-	child_check_rc(vmp_fileh_open(&fh, o->ram, &o->m->store, 0), -ECHILD);
+	child_check_rc(vmp_fileh_open(&fh, o->ram, o->m->store, 0), -ECHILD);
 	child_check_rc(vmp_fileh_dirty_count(o->fh, &n), -ECHILD);
 	child_check_rc(vmp_mmap(o->fh, 0, 1, PROT_READ, &addr), -ECHILD);
 	child_check_rc(vmp_writeout(o->fh, VMP_WRITEOUT_STORE), -ECHILD);
@@ -670,7 +670,7 @@ static void child_calls_echild(void *arg)
 		char *p = NULL;
 
 		child_check_rc(vmp_ram_new(&ram, 0), 0);
-		child_check_rc(vmp_fileh_open(&fh, ram, &m->store, 0), 0);
+		child_check_rc(vmp_fileh_open(&fh, ram, m->store, 0), 0);
 		child_check_rc(vmp_mmap(fh, 0, 4, PROT_READ | PROT_WRITE,
 					(void **)&p), 0);
 		child_check(gen_check(p + os_page(), os_page(), 1, 0) == 0);

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * test-filestore.c: the built-in file store, vmp_file_store().
+ * test-filestore.c: the built-in file store, vmp_file_store_new().
  *
  * Block b is bytes [b * blksize, (b + 1) * blksize) of the file; reads past
  * the end give zeros and do not grow the file; a writeout pwrites the dirty
- * blocks; the fd is not owned; bad arguments change nothing.  The same
- * holds through a VMP_OVERLAY handle, which maps the file itself.
+ * blocks, past the end of the file only up to their last non-zero byte;
+ * the store keeps a duplicate of the fd, so the caller's may be closed at
+ * once; a store reopened after its handles closed is still the same file;
+ * bad arguments change nothing.  The same holds through a VMP_OVERLAY
+ * handle, which maps the file itself.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -18,8 +21,8 @@
 #include "helpers.h"
 
 struct fs {
-	int fd;
-	vmp_store store;
+	int fd;            /* the caller's fd, for checks with pread */
+	vmp_store *store;  /* NULL once the test freed it */
 	vmp_ram *ram;
 	vmp_fileh *fh;
 	size_t ps;
@@ -33,11 +36,11 @@ static bool fs_open(struct fs *f, uint64_t size, size_t ps, unsigned flags)
 
 	f->ps = ps;
 	f->fd = temp_file(size, ps);
-	assert_ok(vmp_file_store(&f->store, f->fd, ps));
+	assert_ok(vmp_file_store_new(&f->store, f->fd, ps));
 	assert_ok(vmp_ram_new(&f->ram, 0));
-	rc = vmp_fileh_open(&f->fh, f->ram, &f->store, flags);
+	rc = vmp_fileh_open(&f->fh, f->ram, f->store, flags);
 	if ((flags & VMP_OVERLAY) && (rc == -EINVAL || rc == -EOPNOTSUPP)) {
-		f->store.ops->release(f->store.ctx);
+		assert_ok(vmp_store_free(f->store));
 		assert_ok(vmp_ram_free(f->ram));
 		close(f->fd);
 		return false;
@@ -63,8 +66,10 @@ static char *fs_open_buf(struct fs *f, uint64_t size, size_t ps,
 static void fs_close(struct fs *f)
 {
 	assert_ok(vmp_fileh_close(f->fh));
+	if (f->store)
+		assert_ok(vmp_store_free(f->store));
 	assert_ok(vmp_ram_free(f->ram));
-	/* The fd is the caller's: still open after the last close. */
+	/* The fd is the caller's: still open after the store is gone. */
 	assert_true(fcntl(f->fd, F_GETFD) >= 0);
 	close(f->fd);
 }
@@ -238,7 +243,8 @@ static void check_writeout(unsigned flags)
 	free(buf);
 }
 
-/* A write past the end grows the file; the hole reads as zeros. */
+/* A write past the end grows the file to its last non-zero byte; the hole
+ * reads as zeros. */
 static void check_write_past_eof(unsigned flags)
 {
 	const size_t ps = os_page();
@@ -251,8 +257,9 @@ static void check_write_past_eof(unsigned flags)
 	p[4 * ps + 1] = 'E';
 	assert_ok(vmp_writeout(f.fh, VMP_WRITEOUT_STORE |
 				     VMP_WRITEOUT_MARKSTORED));
-	assert_u64(file_size(f.fd), 14 * ps);
-	assert_int_equal(pread(f.fd, buf, ps, (off_t)(13 * ps)), (ssize_t)ps);
+	assert_u64(file_size(f.fd), 13 * ps + 2);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(13 * ps)), 2);
+	assert_int_equal(buf[0], 0);
 	assert_int_equal(buf[1], 'E');
 	assert_int_equal(pread(f.fd, buf, ps, (off_t)(9 * ps)), (ssize_t)ps);
 	assert_int_equal(buf[0], 'x');
@@ -308,7 +315,7 @@ static void test_readonly_fd(void **state)
 	int wfd = temp_file(4 * ps, ps);
 	char path[64];
 	int fd, rc;
-	vmp_store s;
+	vmp_store *s;
 	vmp_ram *ram;
 	vmp_fileh *fh;
 	char *p;
@@ -318,9 +325,9 @@ static void test_readonly_fd(void **state)
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", wfd);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
-	assert_ok(vmp_file_store(&s, fd, ps));
+	assert_ok(vmp_file_store_new(&s, fd, ps));
 	assert_ok(vmp_ram_new(&ram, 0));
-	assert_ok(vmp_fileh_open(&fh, ram, &s, 0));
+	assert_ok(vmp_fileh_open(&fh, ram, s, 0));
 	p = map_pages(fh, 0, 4, PROT_READ | PROT_WRITE);
 	assert_int_equal(gen_check(p + ps, ps, 1, 0), 0);
 	p[ps] = 'w';
@@ -332,6 +339,7 @@ static void test_readonly_fd(void **state)
 	assert_int_equal(p[ps], 'w');
 	assert_ok(vmp_munmap(p));
 	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_store_free(s));
 	assert_ok(vmp_ram_free(ram));
 	close(fd);
 	close(wfd);
@@ -346,7 +354,9 @@ static void test_file_store_bad_args(void **state)
 	int closed = dup(fd);
 	int wronly;
 	char path[64];
-	vmp_store s, before;
+	/* a failed call must leave *storep alone */
+	vmp_store *const unset = (vmp_store *)(uintptr_t)0x5a5a5a5a5a5a5a5aull;
+	vmp_store *s = unset;
 	const size_t bad_sizes[] = { 0, 1, ps / 2, ps + 1, 3 * ps };
 
 	(void)state;
@@ -354,48 +364,48 @@ static void test_file_store_bad_args(void **state)
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	wronly = open(path, O_WRONLY | O_CLOEXEC);
 	assert_true(wronly >= 0);
-	memset(&s, 0x5a, sizeof(s));
-	before = s;
 
-	assert_rc(vmp_file_store(NULL, fd, ps), -EINVAL);
-	assert_rc(vmp_file_store(&s, -1, ps), -EINVAL);
-	assert_rc(vmp_file_store(&s, -100, ps), -EINVAL);
+	assert_rc(vmp_file_store_new(NULL, fd, ps), -EINVAL);
+	assert_rc(vmp_file_store_new(&s, -1, ps), -EINVAL);
+	assert_rc(vmp_file_store_new(&s, -100, ps), -EINVAL);
 	for (size_t i = 0; i < ARRAY_LEN(bad_sizes); i++) {
-		int rc = vmp_file_store(&s, fd, bad_sizes[i]);
+		int rc = vmp_file_store_new(&s, fd, bad_sizes[i]);
 
 		if (rc != -EINVAL)
-			fail_msg("vmp_file_store(blksize %zu) returned %s",
+			fail_msg("vmp_file_store_new(blksize %zu) returned %s",
 				 bad_sizes[i], errname(rc));
 	}
-	assert_rc(vmp_file_store(&s, closed, ps), -EBADF);
-	assert_rc(vmp_file_store(&s, wronly, ps), -EBADF);
-	assert_memory_equal(&s, &before, sizeof(s));
+	assert_rc(vmp_file_store_new(&s, closed, ps), -EBADF);
+	assert_rc(vmp_file_store_new(&s, wronly, ps), -EBADF);
+	assert_ptr_equal(s, unset);
 
 	close(wronly);
 	close(fd);
 }
 
-/* Never opened: the caller releases the store's context (ASan: no leak). */
+/* Never opened: vmp_store_free releases the store at once, closing its
+ * duplicate of the fd (FD_CHECKED, and ASan sees no leak); the caller's
+ * fd stays open. */
 static void test_release_without_handle(void **state)
 {
 	const size_t ps = os_page();
 	int fd = temp_file(ps, ps);
-	vmp_store s;
+	int fds = count_open_fds();
+	vmp_store *s = NULL;
 
 	(void)state;
-	assert_ok(vmp_file_store(&s, fd, ps));
-	assert_non_null(s.ops);
-	assert_non_null(s.ops->loadblk);
-	assert_non_null(s.ops->storeblk);
-	assert_non_null(s.ops->release);
-	assert_non_null(s.ops->base);
-	assert_int_equal(s.blksize, ps);
-	s.ops->release(s.ctx);
+	assert_ok(vmp_file_store_new(&s, fd, ps));
+	assert_non_null(s);
+	assert_int_equal(count_open_fds(), fds + 1); /* its duplicate */
+	assert_ok(vmp_store_free(s));
+	assert_int_equal(count_open_fds(), fds);
 	assert_true(fcntl(fd, F_GETFD) >= 0);
 	close(fd);
 }
 
-/* Two handles share the store: it is released once, by the last close. */
+/* Two handles share the store, and the program frees it while both are
+ * open: they go on reading and committing the file (the store and its fd
+ * live until the last close; FD_CHECKED: then its fd is closed). */
 static void test_two_handles(void **state)
 {
 	const size_t ps = os_page();
@@ -406,7 +416,9 @@ static void test_two_handles(void **state)
 	(void)state;
 	assert_ok(vmp_fault_handler_install());
 	assert_true(fs_open(&f, 4 * ps, ps, 0));
-	assert_ok(vmp_fileh_open(&fh2, f.ram, &f.store, 0));
+	assert_ok(vmp_fileh_open(&fh2, f.ram, f.store, 0));
+	assert_ok(vmp_store_free(f.store));
+	f.store = NULL;
 	a = map_pages(f.fh, 0, 4, PROT_READ | PROT_WRITE);
 	b = map_pages(fh2, 0, 4, PROT_READ);
 	a[0] = 'q';
@@ -415,6 +427,7 @@ static void test_two_handles(void **state)
 				     VMP_WRITEOUT_MARKSTORED));
 	assert_ok(vmp_invalidate(fh2, 0, 4));
 	assert_int_equal(b[0], 'q');
+	assert_int_equal(gen_check(b + 3 * ps, ps, 3, 0), 0);
 	assert_ok(vmp_munmap(a));
 	assert_ok(vmp_munmap(b));
 	assert_ok(vmp_fileh_close(fh2));

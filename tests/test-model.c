@@ -409,7 +409,7 @@ static int op_reopen(struct model *md, int hi)
 	CALL(md, vmp_fileh_close(h->fh));
 	h->fh = NULL;
 	memset(h->dirty, 0, sizeof(h->dirty));
-	CALL(md, vmp_fileh_open(&h->fh, md->ram, &md->m->store,
+	CALL(md, vmp_fileh_open(&h->fh, md->ram, md->m->store,
 				md->v->flags));
 	return map_one(md, hi, 0, NPG, PROT_READ | PROT_WRITE);
 }
@@ -551,7 +551,7 @@ static void run_model(void **state)
 	assert_ok(vmp_ram_new(&md->ram, v->lim_pages * md->ps));
 
 	for (int hi = 0; hi < 2; hi++) {
-		int rc = vmp_fileh_open(&md->h[hi].fh, md->ram, &md->m->store,
+		int rc = vmp_fileh_open(&md->h[hi].fh, md->ram, md->m->store,
 					v->flags);
 
 		if ((v->flags & VMP_OVERLAY) &&

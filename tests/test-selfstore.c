@@ -143,9 +143,9 @@ static struct env *env_open(uint64_t n, bool batch, uint64_t limit_pages)
 	for (int i = 0; i < NPAGES; i++)
 		e->s.dep[i] = -1;
 	assert_ok(vmp_ram_new(&e->ram, limit_pages * ps));
-	assert_ok(vmp_fileh_open(&e->fh, e->ram,
-				 &(vmp_store){ batch ? &dstore_batch_ops : &dstore_ops,
-					       &e->s, ps }, 0));
+	assert_ok(open_fh_ops(&e->fh, e->ram,
+			      batch ? &dstore_batch_ops : &dstore_ops, &e->s,
+			      ps, 0));
 	e->s.map = map_pages(e->fh, 0, n, PROT_READ);
 	return e;
 }
@@ -463,8 +463,7 @@ static void child_rearm(void *arg)
 	pthread_t tid;
 
 	child_check_rc(vmp_ram_new(&ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&fh, ram, &(vmp_store){ &dstore_ops, s,
-							    s->ps }, 0), 0);
+	child_check_rc(open_fh_ops(&fh, ram, &dstore_ops, s, s->ps, 0), 0);
 	child_check_rc(vmp_mmap(fh, 0, s->n, PROT_READ, (void **)&s->map), 0);
 	child_check(pthread_create(&tid, NULL, rearm_main, fh) == 0);
 	for (int round = 0; round < 3000; round++) {

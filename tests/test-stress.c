@@ -773,9 +773,9 @@ static void stress_run(const char *name, unsigned nthreads, size_t limit_pages,
 	pthread_rwlockattr_destroy(&attr);
 
 	assert_ok(vmp_ram_new(&st->ram, st->limit));
-	assert_ok(vmp_fileh_open(&st->fh, st->ram,
-				 &(vmp_store){ batch ? &mstore_batch_ops : &mstore_ops,
-					       &st->store, ps }, 0));
+	assert_ok(open_fh_ops(&st->fh, st->ram,
+			      batch ? &mstore_batch_ops : &mstore_ops,
+			      &st->store, ps, 0));
 	st->shared[0] = (struct mapping){ NULL, 0, NPAGES, PROT_READ | PROT_WRITE };
 	st->shared[1] = (struct mapping){ NULL, 0, NPAGES, PROT_READ };
 	for (int i = 0; i < 2; i++)

@@ -1167,7 +1167,7 @@ static void *mm_main(void *arg)
 			char *a;
 
 			if (me == 2 && (rc = vmp_fileh_open(&fh, r->ram,
-							    &r->m->store, 0))) {
+							    r->m->store, 0))) {
 				tfail("vmp_fileh_open: %s", errname(rc));
 				break;
 			}
@@ -1375,7 +1375,6 @@ static void nest_run(bool shared_limited_ram)
 	const uint64_t nbase = 64, nderived = 64;
 	struct mock *m = mock_new(ps, nbase, MOCK_READONLY | MOCK_NO_HOOKS);
 	vmp_store_ops ops = { .loadblk = derived_loadblk };
-	vmp_store dstore;
 	struct nest_race r;
 	vmp_ram *ram_b, *ram_d;
 	vmp_fileh *fb, *fd;
@@ -1394,8 +1393,7 @@ static void nest_run(bool shared_limited_ram)
 	fb = open_fh(ram_b, m, 0);
 	bmap = map_pages(fb, 0, nbase, PROT_READ);
 	r.d = (struct derived){ bmap, ps, nbase };
-	dstore = (vmp_store){ &ops, &r.d, ps };
-	assert_ok(vmp_fileh_open(&fd, ram_d, &dstore, 0));
+	assert_ok(open_fh_ops(&fd, ram_d, &ops, &r.d, ps, 0));
 	dmap = map_pages(fd, 0, nderived, PROT_READ);
 	r.dmap = dmap;
 	r.nderived = nderived;
@@ -1485,7 +1483,6 @@ static int selfref_errfn(const struct vmp_fault_error *e, void *arg)
 struct selfref_env {
 	struct selfref s;
 	vmp_store_ops ops;
-	vmp_store store;
 	vmp_ram *ram;
 	vmp_fileh *fh;
 };
@@ -1505,7 +1502,6 @@ static void selfref_init(struct selfref_env *e, int touch, bool guarded,
 	for (int i = 0; i < 64; i++)
 		e->s.inner[i] = 1;
 	e->ops.loadblk = selfref_loadblk;
-	e->store = (vmp_store){ &e->ops, &e->s, ps };
 }
 
 static void selfref_open(struct selfref_env *e, int touch, bool guarded,
@@ -1513,7 +1509,7 @@ static void selfref_open(struct selfref_env *e, int touch, bool guarded,
 {
 	selfref_init(e, touch, guarded, fail_load);
 	assert_ok(vmp_ram_new(&e->ram, 0));
-	assert_ok(vmp_fileh_open(&e->fh, e->ram, &e->store, 0));
+	assert_ok(open_fh_ops(&e->fh, e->ram, &e->ops, &e->s, e->s.ps, 0));
 	assert_ok(vmp_set_fault_error_handler(e->fh, selfref_errfn, &e->s));
 	e->s.map = map_pages(e->fh, 0, e->s.n, PROT_READ);
 }
@@ -1556,7 +1552,8 @@ static void child_selfref_unguarded(void *arg)
 
 	selfref_init(e, 0, false, false);
 	child_check_rc(vmp_ram_new(&e->ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&e->fh, e->ram, &e->store, 0), 0);
+	child_check_rc(open_fh_ops(&e->fh, e->ram, &e->ops, &e->s, e->s.ps, 0),
+		       0);
 	child_check_rc(vmp_set_fault_error_handler(e->fh, selfref_errfn, &e->s), 0);
 	child_check_rc(vmp_mmap(e->fh, 0, e->s.n, PROT_READ, (void **)&e->s.map), 0);
 	child_check_rc(vmp_fault_handler_install(), 0);
@@ -1626,7 +1623,8 @@ static void child_selfref_next_page(void *arg)
 
 	selfref_init(e, 1, false, false);
 	child_check_rc(vmp_ram_new(&e->ram, 0), 0);
-	child_check_rc(vmp_fileh_open(&e->fh, e->ram, &e->store, 0), 0);
+	child_check_rc(open_fh_ops(&e->fh, e->ram, &e->ops, &e->s, e->s.ps, 0),
+		       0);
 	child_check_rc(vmp_mmap(e->fh, 0, e->s.n, PROT_READ, (void **)&e->s.map), 0);
 	child_check_rc(vmp_fault_handler_install(), 0);
 	for (uint64_t b = 0; b < e->s.n; b++)

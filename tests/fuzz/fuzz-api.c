@@ -25,6 +25,10 @@
  *               Every store can be told by the input to fail its n-th next
  *               loadblk/loadblks, storeblk, writeout_begin, writeout_commit
  *               or base call with a chosen errno.
+ *               Each is a store object of the harness (vmp_store_new; S3 and
+ *               S4 each wrap a vmp_file_store_new object) that the input may
+ *               free at any time, handles open or not; the next open on the
+ *               slot makes a new object once the old one is gone.
  *   3 handles   on any store, normal or VMP_OVERLAY
  *   4 mappings  any page range (huge and overflowing ones included), any prot
  *
@@ -43,7 +47,8 @@
  * Checked: every return code against the documented ones (an injected
  * errno, -ENOMEM only under a memory limit, -EINVAL exactly where the
  * header says), every byte read, storeblk order and bytes (page order, each
- * dirty page once), the hooks' protocol, ops->release once per last close,
+ * dirty page once), the hooks' protocol, ops->release exactly once per store
+ * object, when both the program freed it and its last handle closed,
  * vmp_fileh_dirty_count and the RAM's dirty bytes after every operation,
  * resident bytes within the limit, and zero resident bytes and no fd leak
  * once everything is closed.  A mismatch prints the recent operations and
@@ -76,6 +81,10 @@
 #include <unistd.h>
 
 #include "vmpage.h"
+/* S3 and S4 call the callbacks of a built-in file store, whose store object
+ * is opaque to programs; the harness is built with the library's sources
+ * (.ci/fuzz), so it may look inside. */
+#include "../../src/internal.h"
 
 /* Sanitizer defaults, so that the binary runs right without environment. */
 const char *__asan_default_options(void);
@@ -294,12 +303,12 @@ struct store {
 	int back;
 	bool file, ro, txn, hooks, base, nested;
 	vmp_store_ops ops;
-	vmp_store st;
+	vmp_store *st;   /* the program's store object; NULL once freed */
 	int fd;
-	vmp_store inner; /* the built-in file store (S3, S4) */
-	bool has_inner;
-	int nopen;
-	unsigned releases;
+	vmp_store *inner; /* the built-in file store (S3, S4), while st's
+			     object lives */
+	int nopen;        /* handles open on st's object (or the freed one) */
+	unsigned created, releases; /* store objects made, released */
 	struct inj load, store, begin, commit, basei;
 	uint32_t loadmask; /* errtab indices injected into loads */
 	bool in_txn;
@@ -438,7 +447,7 @@ static int st_loadblk(void *ctx, uint64_t blk, void *buf)
 	if (e)
 		return e;
 	if (s->file)
-		return s->inner.ops->loadblk(s->inner.ctx, blk, buf);
+		return s->inner->ops.loadblk(s->inner->ctx, blk, buf);
 	if (s->nested)
 		return nested_get(s, blk, buf);
 	if (s == &stores[6]) /* internal: never changes */
@@ -458,7 +467,7 @@ static int st_loadblks(void *ctx, uint64_t blk, uint64_t n, void *buf)
 	if (e)
 		return e;
 	if (s->file)
-		return s->inner.ops->loadblks(s->inner.ctx, blk, n, buf);
+		return s->inner->ops.loadblks(s->inner->ctx, blk, n, buf);
 	for (uint64_t i = 0; i < n; i++) {
 		if (s->nested) {
 			if ((e = nested_get(s, blk + i, (uint8_t *)buf + i * bs)))
@@ -489,7 +498,7 @@ static int st_storeblk(void *ctx, uint64_t blk, const void *buf)
 	memcpy(l->newb, buf, b->bs);
 	e = inj_check(&s->store);
 	if (!e && s->file)
-		e = s->inner.ops->storeblk(s->inner.ctx, blk, buf);
+		e = s->inner->ops.storeblk(s->inner->ctx, blk, buf);
 	else if (!e && !s->txn)
 		back_set(b, blk, buf);
 	l->rc = e;
@@ -553,10 +562,15 @@ static void st_release(void *ctx)
 {
 	struct store *s = ctx;
 
+	/* (whether it is released at the right call, the callers check) */
 	s->releases++;
-	if (s->file && s->has_inner) {
-		s->inner.ops->release(s->inner.ctx);
-		s->has_inner = false;
+	CHECK(s->releases <= s->created, "%s: %u releases of %u store objects",
+	      s->name, s->releases, s->created);
+	CHECK(!s->st, "%s: released while the program holds it", s->name);
+	if (s->inner) {
+		/* no handle ever held it: it goes now */
+		CHECK_RC(vmp_store_free(s->inner), 0, "vmp_store_free (file store)");
+		s->inner = NULL;
 	}
 }
 
@@ -569,25 +583,31 @@ static int st_base(void *ctx, int *fd, off_t *off)
 	int e = inj_check(&s->basei);
 
 	base_calls++;
-	base_rc = e ? e : s->inner.ops->base(s->inner.ctx, fd, off);
+	base_rc = e ? e : s->inner->ops.base(s->inner->ctx, fd, off);
 	return base_rc;
 }
 
-static const vmp_store_ops no_load_ops = { .storeblk = st_storeblk };
-
-/* A fresh built-in file store for S3/S4 when the last one was released. */
-static void file_inner(struct store *s)
+/* A new store object for slot @s, whose last one is gone; for S3/S4 over a
+ * new built-in file store. */
+static void store_new(struct store *s)
 {
+	size_t bs = backs[s->back].bs;
 	int rc;
 
-	if (s->has_inner)
-		return;
-	rc = vmp_file_store(&s->inner, s->fd, backs[s->back].bs);
-	CHECK_RC(rc, 0, "vmp_file_store");
-	CHECK(s->inner.ops->loadblk && s->inner.ops->loadblks && s->inner.ops->base &&
-		      s->inner.ops->release && !s->inner.ops->storeblk == s->ro,
-	      "vmp_file_store: unexpected ops for a %s fd", s->ro ? "read-only" : "read-write");
-	s->has_inner = true;
+	CHECK(!s->st && !s->nopen && s->releases == s->created,
+	      "%s: a new store object while the last one lives", s->name);
+	if (s->file) {
+		rc = vmp_file_store_new(&s->inner, s->fd, bs);
+		CHECK_RC(rc, 0, "vmp_file_store_new");
+		CHECK(s->inner->ops.loadblk && s->inner->ops.loadblks &&
+			      s->inner->ops.base && s->inner->ops.release &&
+			      !s->inner->ops.storeblk == s->ro,
+		      "vmp_file_store_new: unexpected ops for a %s fd",
+		      s->ro ? "read-only" : "read-write");
+	}
+	rc = vmp_store_new(&s->st, &s->ops, s, bs);
+	CHECK_RC(rc, 0, "vmp_store_new");
+	s->created++;
 }
 
 /* --- the library's objects and the model ---------------------------------- */
@@ -1049,7 +1069,6 @@ static void op_fh_open(void)
 	uint8_t fsel = u8(), csel = u8();
 	struct store *s = &stores[si];
 	unsigned flags;
-	vmp_store st;
 	int want = 0, rc;
 
 	if (hs[h].live || !rs[r].live)
@@ -1060,26 +1079,43 @@ static void op_fh_open(void)
 	case 7: flags = 0x80000000u | fsel; break;
 	default: flags = 0;
 	}
-	if (s->file)
-		file_inner(s);
-	st = s->st;
-	switch (csel % 16) {
-	case 11: st.blksize = 0; want = -EINVAL; break;
-	case 12: st.blksize = ps / 2; want = -EINVAL; break;
-	case 13: st.blksize = 3 * ps; want = -EINVAL; break;
-	case 14: st.blksize = (size_t)1 << 31; want = -EINVAL; break;
-	case 15: st.ops = &no_load_ops; want = -EINVAL; break;
-	default: break;
+	if (csel % 16 >= 11) {
+		/* a store that vmp_store_new refuses: no object, no release */
+		vmp_store_ops ops = s->ops;
+		size_t bs = backs[s->back].bs;
+		vmp_store *bad = NULL;
+		unsigned rel = s->releases;
+
+		switch (csel % 16) {
+		case 11: bs = 0; break;
+		case 12: bs = ps / 2; break;
+		case 13: bs = 3 * ps; break;
+		case 14: bs = (size_t)1 << 31; break;
+		default: ops.loadblk = NULL;
+		}
+		note("vmp_store_new(%s, blksize %zu%s)", s->name, bs,
+		     ops.loadblk ? "" : ", no loadblk");
+		rc = vmp_store_new(&bad, &ops, s, bs);
+		CHECK_RC(rc, -EINVAL, "vmp_store_new");
+		CHECK(!bad && s->releases == rel,
+		      "vmp_store_new failed but made a store or released one");
+		return;
+	}
+	if (!s->st) {
+		if (s->nopen)
+			return; /* freed: the program may not open it again */
+		note("a new store object for %s (%u before)", s->name, s->created);
+		store_new(s);
 	}
 	if (flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD))
 		want = -EINVAL;
 	else if ((flags & VMP_OVERLAY) && !s->base)
 		want = -EINVAL;
-	note("vmp_fileh_open(fh %d, ram %d, %s, flags %#x, blksize %zu%s)", h, r,
-	     s->name, flags, st.blksize, st.ops == &no_load_ops ? ", no loadblk" : "");
+	note("vmp_fileh_open(fh %d, ram %d, %s, flags %#x)", h, r, s->name,
+	     flags);
 	base_calls = 0;
 	base_rc = 0;
-	rc = vmp_fileh_open(&hs[h].fh, rs[r].ram, &st, flags);
+	rc = vmp_fileh_open(&hs[h].fh, rs[r].ram, s->st, flags);
 	reinstall_chain();
 	CHECK(base_calls <= (!want && (flags & VMP_OVERLAY)),
 	      "vmp_fileh_open: ops->base called %u times", base_calls);
@@ -1091,6 +1127,16 @@ static void op_fh_open(void)
 	hs[h] = (struct hslot){ hs[h].fh, true, si, r, !!(flags & VMP_OVERLAY),
 				backs[s->back].bs, H_NONE, 0 };
 	s->nopen++;
+}
+
+/* After a handle of @s closed (with @rel releases before): the store is
+ * released iff that was its last handle and the program freed it. */
+static void check_close_released(const struct store *s, unsigned rel)
+{
+	CHECK(s->releases == rel + (s->nopen == 0 && !s->st),
+	      "%s: %u release calls on closing a handle, %d handles left open, "
+	      "the store %s", s->name, s->releases - rel, s->nopen,
+	      s->st ? "held by the program" : "freed");
 }
 
 static void op_fh_close(void)
@@ -1116,8 +1162,26 @@ static void op_fh_close(void)
 	hs[h].live = false;
 	ment_remove_handle(h);
 	s->nopen--;
+	check_close_released(s, rel);
+}
+
+/* The program frees its store object of a slot; handles may be open. */
+static void op_store_free(void)
+{
+	struct store *s = &stores[u8() % NSTORE];
+	vmp_store *st = s->st;
+	unsigned rel = s->releases;
+
+	if (!st) {
+		note("vmp_store_free(NULL)");
+		CHECK_RC(vmp_store_free(NULL), -EINVAL, "vmp_store_free(NULL)");
+		return;
+	}
+	note("vmp_store_free(%s), %d handles open", s->name, s->nopen);
+	s->st = NULL; /* before the call: release may run inside it */
+	CHECK_RC(vmp_store_free(st), 0, "vmp_store_free");
 	CHECK(s->releases == rel + (s->nopen == 0),
-	      "%s: %u release calls on closing a handle, %d handles left open",
+	      "%s: %u release calls on freeing the store, %d handles open",
 	      s->name, s->releases - rel, s->nopen);
 }
 
@@ -1772,22 +1836,34 @@ static void op_misc(void)
 		CHECK_RC(rc, 0, "vmp_handle_fault(data address)");
 		break;
 	case 2: {
-		vmp_store st;
+		vmp_store *st = NULL;
 		int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-		note("vmp_file_store(bad arguments)");
-		CHECK_RC(vmp_file_store(&st, -1, ps), -EINVAL, "vmp_file_store(fd -1)");
-		CHECK_RC(vmp_file_store(&st, backs[3].fd, 1000), -EINVAL,
-			 "vmp_file_store(blksize 1000)");
-		CHECK_RC(vmp_file_store(&st, backs[3].fd, ps / 2), -EINVAL,
-			 "vmp_file_store(blksize half a page)");
+		int afd = open("/dev/null", O_RDWR | O_APPEND | O_CLOEXEC);
+		note("vmp_file_store_new(bad arguments)");
+		CHECK_RC(vmp_file_store_new(NULL, backs[3].fd, ps), -EINVAL,
+			 "vmp_file_store_new(NULL)");
+		CHECK_RC(vmp_file_store_new(&st, -1, ps), -EINVAL,
+			 "vmp_file_store_new(fd -1)");
+		CHECK_RC(vmp_file_store_new(&st, backs[3].fd, 1000), -EINVAL,
+			 "vmp_file_store_new(blksize 1000)");
+		CHECK_RC(vmp_file_store_new(&st, backs[3].fd, ps / 2), -EINVAL,
+			 "vmp_file_store_new(blksize half a page)");
 		if (fd >= 0) {
-			CHECK_RC(vmp_file_store(&st, fd, ps), -EBADF,
-				 "vmp_file_store(write-only fd)");
+			CHECK_RC(vmp_file_store_new(&st, fd, ps), -EBADF,
+				 "vmp_file_store_new(write-only fd)");
 			close(fd);
 		}
-		rc = vmp_file_store(&st, backs[3].fd, 2 * ps);
-		CHECK_RC(rc, 0, "vmp_file_store");
-		st.ops->release(st.ctx);
+		if (afd >= 0) {
+			CHECK_RC(vmp_file_store_new(&st, afd, ps), -EINVAL,
+				 "vmp_file_store_new(O_APPEND fd)");
+			close(afd);
+		}
+		CHECK(!st, "a failed vmp_file_store_new set *storep");
+		/* never opened: freeing it releases it (the fd count at the
+		 * end of the input sees its duplicate of the fd closed) */
+		rc = vmp_file_store_new(&st, backs[3].fd, 2 * ps);
+		CHECK_RC(rc, 0, "vmp_file_store_new");
+		CHECK_RC(vmp_store_free(st), 0, "vmp_store_free");
 		break;
 	}
 	case 3:
@@ -1878,12 +1954,13 @@ static void setup(uint8_t cfg)
 		s->ops.writeout_abort = s->txn ? st_abort : NULL;
 		s->ops.release = st_release;
 		s->ops.base = s->base ? st_base : NULL;
-		s->st = (vmp_store){ &s->ops, s, backs[s->back].bs };
 	}
 	stores[3].fd = backs[3].fd;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", backs[3].fd);
 	stores[4].fd = open(path, O_RDONLY | O_CLOEXEC);
 	CHECK(stores[4].fd >= 0, "open %s: %s", path, strerror(errno));
+	for (int i = 0; i < NSTORE; i++)
+		store_new(&stores[i]);
 	memset(rs, 0, sizeof(rs));
 	memset(hs, 0, sizeof(hs));
 	memset(ms, 0, sizeof(ms));
@@ -1891,8 +1968,9 @@ static void setup(uint8_t cfg)
 	last_gone = NULL;
 	/* S5's source: a read-only mapping on a RAM of its own */
 	CHECK_RC(vmp_ram_new(&iram, 3 * backs[4].bs), 0, "vmp_ram_new (internal)");
-	CHECK_RC(vmp_fileh_open(&ifh, iram, &stores[6].st, 0), 0,
+	CHECK_RC(vmp_fileh_open(&ifh, iram, stores[6].st, 0), 0,
 		 "vmp_fileh_open (internal)");
+	stores[6].nopen = 1;
 	CHECK_RC(vmp_mmap(ifh, 0, NESTW, PROT_READ, (void **)&imap), 0,
 		 "vmp_mmap (internal)");
 	if (chain_mode)
@@ -1916,8 +1994,7 @@ static void teardown(void)
 		hs[h].live = false;
 		ment_remove_handle(h);
 		s->nopen--;
-		CHECK(s->releases == rel + (s->nopen == 0), "%s: release not called once",
-		      s->name);
+		check_close_released(s, rel);
 	}
 	for (int r = 0; r < NRAM; r++) {
 		if (!rs[r].live)
@@ -1929,8 +2006,11 @@ static void teardown(void)
 	}
 	{
 		struct vmp_stats st;
+		unsigned rel = stores[6].releases;
 		CHECK_RC(vmp_munmap(imap), 0, "vmp_munmap (internal)");
 		CHECK_RC(vmp_fileh_close(ifh), 0, "vmp_fileh_close (internal)");
+		stores[6].nopen = 0;
+		check_close_released(&stores[6], rel);
 		CHECK_RC(vmp_ram_stats(iram, &st), 0, "vmp_ram_stats (internal)");
 		CHECK(st.resident_bytes == 0 && st.dirty_bytes == 0 &&
 			      st.peak_resident_bytes <= 3 * backs[4].bs,
@@ -1939,11 +2019,25 @@ static void teardown(void)
 		      (unsigned long long)st.peak_resident_bytes);
 		CHECK_RC(vmp_ram_free(iram), 0, "vmp_ram_free (internal)");
 	}
-	for (int i = 0; i < NSTORE; i++)
-		if (stores[i].has_inner) {
-			stores[i].inner.ops->release(stores[i].inner.ctx);
-			stores[i].has_inner = false;
+	/* No handle is left: freeing a store releases it now, and every
+	 * store object made was released exactly once. */
+	for (int i = 0; i < NSTORE; i++) {
+		struct store *s = &stores[i];
+		vmp_store *st = s->st;
+		unsigned rel = s->releases;
+
+		if (st) {
+			note("vmp_store_free(%s) at the end", s->name);
+			s->st = NULL;
+			CHECK_RC(vmp_store_free(st), 0, "vmp_store_free");
+			CHECK(s->releases == rel + 1, "%s: %u release calls on "
+			      "freeing a store without handles", s->name,
+			      s->releases - rel);
 		}
+		CHECK(s->releases == s->created && !s->inner,
+		      "%s: %u store objects made, %u released", s->name,
+		      s->created, s->releases);
+	}
 	for (int b = 0; b < NBACK; b++) {
 		for (size_t i = 0; i < backs[b].n; i++)
 			free(backs[b].tab[i].data);
@@ -2021,7 +2115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 20: op_change(); break;
 		case 21: op_misc(); break;
 		case 22: op_fh_open(); break;
-		default: op_mmap(); break;
+		default: op_store_free(); break;
 		}
 		check_all();
 	}

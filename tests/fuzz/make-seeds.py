@@ -13,6 +13,7 @@ import struct
 RAM_NEW, RAM_FREE, RECLAIM, OPEN, CLOSE, MMAP, MUNMAP, READ = 0, 1, 2, 3, 4, 5, 6, 7
 WRITE, WRITE_PAGES, READ_MAP, PREFAULT, WRITEOUT, DISCARD = 9, 11, 12, 13, 14, 15
 INVALIDATE, HANDLER, INJ_LOAD, INJ_OTHER, CHANGE, MISC = 16, 17, 18, 19, 20, 21
+STORE_FREE = 23
 S0, S1, S2, S3, S4, S5, S6 = range(7)   # S6: S5's internal source
 OVERLAY = 4                      # open: flags selector
 RW, RO = 0, 3                    # mmap: prot selector
@@ -52,6 +53,7 @@ def inj_commit(s, at, times, err=0): return [INJ_OTHER, s, 2, at, times, err]
 def inj_base(s, at, times, err=0): return [INJ_OTHER, s, 3, at, times, err]
 def change(b, blk): return [CHANGE, b, blk]
 def misc(kind, arg=None): return [MISC, kind] + ([] if arg is None else [arg])
+def store_free(s): return [STORE_FREE, s]               # a freed slot: vmp_store_free(NULL)
 def off_special(i, minus=0): return [0xc0 | minus, i]   # special[i] - minus
 def len_special(i): return [0xe0, i]                     # special[i]
 def mmap_raw(m, h, off, ln, prot=RW): return [MMAP, m, h] + off + ln + [prot]
@@ -99,6 +101,14 @@ seeds = {
     + read_map(0) + prefault(0, 0, 4, 1) + inj_load(S6, 0, 1, 0) + handler(0, H_ZERO)
     + read(0, 6) + write(0, 7) + inj_load(S6, 1, 0, 3) + discard(0) + read_map(0)
     + writeout(0, COMMIT) + change(4, 3) + read_map(0) + invalidate(0, 0, 8) + read_map(0),
+    # stores freed with handles open and without, a slot made anew and
+    # opened again; the file ends after 16 blocks and grows
+    'store-lifetime': [0x40] + ram_new(0, 0) + open_(0, 0, S3) + open_(1, 0, S3, OVERLAY)
+    + store_free(S3) + mmap(0, 0, 0, 4) + write(0, 1) + writeout(0, COMMIT) + munmap(0)
+    + close(0) + mmap(1, 1, 0, 4, RO) + read_map(1) + munmap(1) + close(1)
+    + open_(0, 0, S3) + mmap(0, 0, 14, 4) + write_pages(0, 1, 2) + writeout(0, COMMIT)
+    + read_map(0) + store_free(S0) + store_free(S0) + store_free(S6) + open_(1, 0, S5)
+    + mmap(1, 1, 0, 8) + read_map(1) + misc(2),
 }
 
 here = os.path.dirname(os.path.abspath(__file__))
