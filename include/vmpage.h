@@ -20,25 +20,77 @@
  * @par Caveats
  * - A system call that reads into or writes from a page that is not loaded
  *   (read(fd, mapped, n), write(fd, mapped, n)) fails with EFAULT: the kernel
- *   does not raise SIGSEGV for its own copies.  Call vmp_prefault() on the
- *   range first.
- * - The library installs one process-wide SIGSEGV handler (GNU libsigsegv).
- *   A program or runtime that installs its own SIGSEGV handler afterwards must
- *   call vmp_handle_fault() from it, or call vmp_fault_handler_install() again
- *   to re-arm ours.  Sanitizers need
- *   ASAN_OPTIONS=handle_segv=0:allow_user_segv_handler=1.
+ *   does not raise SIGSEGV for its own copies.  When the range starts with
+ *   loaded pages, the call stops at the first page that is not and returns
+ *   a short count instead (write(2) of 16 KiB whose first page is loaded
+ *   returns 4096).  Call vmp_prefault() on the range first.
+ * - The library installs one process-wide SIGSEGV handler (GNU libsigsegv),
+ *   and one for SIGBUS (overlay mappings whose file was cut short, see
+ *   VMP_OVERLAY).  Signals that are not for its mappings go to the action
+ *   it displaced when it was (re)installed, as if it were not there: a
+ *   handler the program or its runtime had before keeps working, and gets
+ *   the SIGBUS of a fault that cannot be served.  A program that installs
+ *   its own SIGSEGV handler afterwards must call vmp_handle_fault() from
+ *   it, or call vmp_fault_handler_install() again to re-arm ours.  (A program that uses
+ *   libsigsegv itself must chain through vmp_handle_fault: libsigsegv has
+ *   room for one handler.)  Sanitizers need
+ *   ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:allow_user_segv_handler=1.
  * - fork(): the child does not inherit the mappings (they are MADV_DONTFORK:
  *   touching them in the child is an ordinary SIGSEGV) and every call on an
  *   object created before the fork returns -ECHILD in the child (the calls
  *   that take a mapped address, vmp_munmap and vmp_prefault, -EINVAL: the
- *   child has no mappings).  The child
- *   may create objects of its own.  The parent is unaffected.
+ *   child has no mappings).  The child may create objects of its own.  The
+ *   parent is unaffected.
  * - A fault that cannot be served (loadblk failed, memory budget used up by
  *   dirty pages, kernel mapping limit) prints one line on stderr and raises
  *   SIGBUS in the faulting thread, like a failed read of a kernel file
  *   mapping.  See vmp_guard() and vmp_set_fault_error_handler() to recover.
+ *   A fault inside a store callback that cannot be served makes that
+ *   callback fail instead (the load or writeout around it fails cleanly
+ *   with its error), unless a vmp_guard set inside the callback catches it.
+ *   Leaving a failed fault with siglongjmp is safe from vmp_guard (the
+ *   supported way), from the fault error handler and from a SIGBUS handler
+ *   of the program's, as long as the fault was not taken inside a store
+ *   callback: a jump out of a callback abandons the load or writeout that
+ *   called it, and leaves it unfinished for good.
+ * - Threads: pthread_cancel() never leaves library state behind.
+ *   Cancellation is disabled while a library call runs and while a fault is
+ *   served, store callbacks included; a cancel that arrives meanwhile acts
+ *   at the thread's next cancellation point after that.  (A store whose
+ *   callback may block forever should time out by itself.)
+ * - Signal handlers run inside a fault as anywhere else (store callbacks
+ *   run with the interrupted code's signal mask) but must not touch
+ *   libvmpage mappings, nor call the library, if they may interrupt a
+ *   library call or a fault: library calls are not async-signal-safe.
  * - valgrind cannot run code that takes these faults on current kernels; use
  *   AddressSanitizer instead.
+ *
+ * @par Rules for store authors
+ * Store callbacks (vmp_store_ops) run in the thread that needs them:
+ * loadblk and loadblks inside the fault handler of the thread that touched
+ * the page (or inside vmp_prefault), storeblk and the writeout hooks inside
+ * vmp_writeout.  There:
+ * - Context: no library lock is held; the callback may block, allocate, do
+ *   I/O, call the library on other handles and touch mappings (other pages
+ *   of its own handle too, see loadblk).  It runs with the signal mask of
+ *   the code that faulted (SIGSEGV unblocked), with cancellation disabled,
+ *   and errno is restored after it.
+ * - Locks: a loadblk must not take a lock that a thread may hold while it
+ *   touches mapped memory: the faulting thread may be inside printf (stdio
+ *   streams lock), inside the program's own critical section, inside
+ *   malloc.  If thread A holds such a lock and faults on a page thread B
+ *   loads, B's loadblk waiting for the lock deadlocks both.  Log with
+ *   write(2), not stdio, and keep the program's locks out of loadblk.
+ * - Stack: loads nest (a loadblk touching a mapping faults again), up to 16
+ *   deep.  Each level takes the kernel's signal frame (AT_MINSIGSTKSZ,
+ *   about 3.4 KiB with AVX-512) plus about 1 KiB of the library's, plus
+ *   the callback's own: size small thread stacks for the deepest chain.
+ * - Errors: return 0 or a negative errno.  A fault inside a callback that
+ *   cannot be served makes the callback fail with its errno (the callback
+ *   is abandoned at that point, as vmp_guard abandons its function: hold no
+ *   lock of your own while touching mapped memory in a callback).
+ * - Lifetime: the store and its ctx live until vmp_store_free() was called
+ *   and the last handle on it closed; then release(ctx) runs, once.
  */
 #ifndef VMPAGE_H
 #define VMPAGE_H
@@ -97,7 +149,8 @@ typedef struct vmp_store_ops {
 	 * otherwise wait for a thread waiting for it, loads the page itself.
 	 * A true cycle (loadblk(a) reads b and loadblk(b) reads a) fails that
 	 * read with VMP_FAULT_RECURSION, -EDEADLK, in one thread as in
-	 * several.  Breaking a cycle of waits may load a block a second time,
+	 * several: the loadblk making it fails with -EDEADLK, unless a
+	 * vmp_guard inside it catches the read.  Breaking a cycle of waits may load a block a second time,
 	 * concurrently with its first load, the copy that loses being thrown
 	 * away: loadblk must tolerate that (it only reads).
 	 */
@@ -156,6 +209,11 @@ struct vmp_stats {
 	uint64_t takeovers;       /**< loads a fault took over from another
 				       thread's read-ahead, or to break a
 				       cycle of waits (see loadblk) */
+	uint64_t buffer_bytes;    /**< process-wide, not this RAM's: the
+				       buffers loads fill before their bytes
+				       go into page memory (in use, and up to
+				       16 MiB kept idle for reuse), and per
+				       thread page lists; outside the limit */
 };
 
 /* --- memory budget ------------------------------------------------------- */
@@ -251,7 +309,12 @@ VMP_NODISCARD int vmp_file_store_new(vmp_store **storep, int fd,
 enum vmp_fileh_flags {
 	/** Map clean pages straight from the store's base file (kernel page
 	 *  cache, read at kernel speed, not charged to the RAM); only dirty
-	 *  pages live in the handle's memory.  Needs ops->base. */
+	 *  pages live in the handle's memory.  Needs ops->base.  Pages past
+	 *  the end of the file read as zeros, as the file store reads them,
+	 *  also when the file is cut short while mapped (instead of the
+	 *  kernel's SIGBUS); such pages keep showing zeros until mapped again
+	 *  (vmp_munmap + vmp_mmap) even if the file grows back.  Writing past
+	 *  the end is as for the file store (vmp_file_store_new). */
 	VMP_OVERLAY = 1u << 0,
 	/** Load only the page a fault asks for, never the following ones:
 	 *  for random access, where read-ahead would load pages nobody
@@ -311,7 +374,8 @@ VMP_NODISCARD int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 
 /**
  * Unmap a mapping.  The handle keeps its pages and its changes.  Waits for
- * faults in progress on the mapping to finish.
+ * faults in progress on the mapping to finish (cancellation is disabled
+ * meanwhile).
  * @return 0, -EINVAL (@p addr is not the start of a libvmpage mapping),
  *         -EDEADLK (called from a loadblk serving a fault on this mapping).
  */
@@ -417,7 +481,10 @@ enum {
 
 /**
  * Called in the faulting thread, inside the signal handler, when a fault on
- * the handle cannot be served; no library lock is held.
+ * the handle cannot be served; no library lock is held, the mapping is not
+ * pinned, and the thread's cancellation state is its own: it may leave
+ * with siglongjmp (unless the fault happened inside a store callback, see
+ * the caveats).
  */
 typedef int (*vmp_fault_error_fn)(const struct vmp_fault_error *e, void *arg);
 
@@ -434,10 +501,13 @@ int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
  * and vmp_guard returns that negative errno; otherwise it returns fn's
  * return value.  Guards nest and are per thread.  fn must be written so that
  * abandoning it midway is safe (no locks of its own held across accesses to
- * mapped memory).  A guard catches the faults of its own loadblk nesting
- * level: a fault that fails inside a loadblk (a store reading another
- * mapping) is caught only by a guard set inside that loadblk, because the
- * load around it must finish; otherwise it gets the default action.
+ * mapped memory).  A guard never abandons a library call: it catches the
+ * faults of its own nesting level only.  A fault that fails inside a store
+ * callback (a loadblk reading another mapping, a storeblk reading a
+ * mapping during vmp_writeout) is caught by a guard set inside that
+ * callback, or else makes the callback fail with its errno: the load or
+ * the writeout around it then fails cleanly, and a guard around that sees
+ * its error (vmp_writeout returns it).
  * @return fn's value, the fault's -errno, -EINVAL (NULL).
  */
 int vmp_guard(int (*fn)(void *arg), void *arg);
@@ -454,11 +524,12 @@ int vmp_guard(int (*fn)(void *arg), void *arg);
 int vmp_handle_fault(void *addr);
 
 /**
- * (Re)install the library's SIGSEGV handler.  vmp_ram_new, vmp_fileh_open
- * and vmp_mmap install it too, except over a handler that a program put in
- * place of the library's since (that program chains to vmp_handle_fault(),
- * and keeps its handler).  Call this after something else replaced the
- * SIGSEGV action without chaining (a test framework, say).
+ * (Re)install the library's SIGSEGV and SIGBUS handlers.  vmp_ram_new,
+ * vmp_fileh_open and vmp_mmap install them too, except over a handler that
+ * a program put in place of the library's since (that program chains to
+ * vmp_handle_fault(), and keeps its handler).  Call this after something
+ * else replaced the actions without chaining (a test framework, say).  The
+ * actions replaced get the signals that are not the library's.
  * @return 0, -ENOSYS (libsigsegv cannot catch faults here).
  */
 int vmp_fault_handler_install(void);

@@ -1,39 +1,161 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * fault.c: the fault path.  libsigsegv calls on_sigsegv() with the fault
- * address; we find the vma, then the page, and either load it, map it back
- * (it was inactive), or make it dirty (a fault on a readable page is a
- * write, see is_write()).
+ * fault.c: the fault path.  Our SIGSEGV action, on_signal(), notes what
+ * the interrupted code had (errno, signal mask) and hands the signal to
+ * libsigsegv, which calls on_sigsegv() with the fault address; we find the
+ * vma, then the page, and either load it, map it back (it was inactive),
+ * or make it dirty (a fault on a readable page is a write, see
+ * is_write()).  A fault that is not ours goes to the action ours displaced.
  *
  * Loading is load.c's.  Other threads faulting on a LOADING page wait on a
  * condition variable.  Also here: fault errors (the default SIGBUS, the
- * handle's error handler, vmp_guard) and vmp_prefault.
+ * handle's error handler, vmp_guard), the nesting levels of store
+ * callbacks (callback_run, see fault.h) and vmp_prefault.
  *
  * Signal context: this code runs in the SIGSEGV handler of the faulting
  * thread, installed SA_NODEFER so that a loadblk may itself touch other
  * libvmpage mappings (see fault_lock()).  It does not use malloc or stdio;
- * memory comes from mmap.  The fault is synchronous, so the thread was
- * running the user's code that touched the page, not inside libc.
+ * memory comes from mmap.  The fault is synchronous, but the interrupted
+ * code may be anywhere, libc included: a printf that holds stdout's lock
+ * while it reads a mapped page, say.  So a loadblk must not take a lock
+ * that the program may hold while it touches mapped memory (vmpage.h,
+ * "Rules for store authors").  Cancellation is disabled while a fault is
+ * served, store callbacks included: a thread cancelled in the middle would
+ * leave pages LOADING and locks held.
  */
 #include <errno.h>
 #include <setjmp.h>
 #include <sigsegv.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "fault.h"
 
+__thread struct fault_tls vmp_tls __attribute__((tls_model("initial-exec")));
+
+/*
+ * The fields of vmp_tls that an entry into the fault path (on_signal,
+ * vmp_handle_fault) sets for its fault and puts back when it returns.
+ * Code that may not return there gets them put back first: a jump to a
+ * guard or a callback frame (which saved them), and the program's own code
+ * that may leave with siglongjmp (the fault error handler, a SIGBUS
+ * handler), which runs with the entry's outer state.
+ */
+struct entry_state {
+	uint64_t cb_mask;
+	bool cb_swap;
+	siginfo_t *sig_info;
+	void *sig_uc;
+	const struct entry_state *outer; /* the innermost entry's saved one */
+};
+
+static void entry_save(struct entry_state *e)
+{
+	e->cb_mask = vmp_tls.cb_mask;
+	e->cb_swap = vmp_tls.cb_swap;
+	e->sig_info = vmp_tls.sig_info;
+	e->sig_uc = vmp_tls.sig_uc;
+	e->outer = vmp_tls.entry_outer;
+}
+
+static void entry_restore(const struct entry_state *e)
+{
+	vmp_tls.cb_mask = e->cb_mask;
+	vmp_tls.cb_swap = e->cb_swap;
+	vmp_tls.sig_info = e->sig_info;
+	vmp_tls.sig_uc = e->sig_uc;
+	vmp_tls.entry_outer = e->outer;
+}
+
+/* An entry begins: save what was into @e, to go back to. */
+static void entry_begin(struct entry_state *e)
+{
+	entry_save(e);
+	vmp_tls.entry_outer = e;
+}
+
+/* Before the program's own code runs in the middle of an entry. */
+static void entry_leave_for_program(void)
+{
+	if (vmp_tls.entry_outer)
+		entry_restore(vmp_tls.entry_outer);
+}
+
 struct guard {
 	sigjmp_buf env;
 	int err;
-	unsigned depth; /* vmp_tls.nloading when the guard was set */
-	bool segv_masked; /* vmp_tls.segv_masked then */
+	unsigned depth; /* vmp_tls.level when the guard was set */
+	struct entry_state entry;
 	struct guard *prev;
 };
 
-__thread struct fault_tls vmp_tls __attribute__((tls_model("initial-exec")));
+struct callback_frame {
+	sigjmp_buf env;
+	int err;                  /* the failed fault's, when jumped to */
+	enum vmp_fault_what what; /* and what failed in it */
+	unsigned level;
+	uint64_t outer_mask; /* the mask around it, if entry.cb_swap */
+	struct entry_state entry;
+	struct callback_frame *prev;
+};
+
+/* --- signal masks as the kernel's 64-bit word (x86-64, arm64 have 64
+ *     signals), so that saving one costs 8 bytes of stack, not 128 --- */
+
+#define SEGV_BIT ((uint64_t)1 << (SIGSEGV - 1))
+
+static uint64_t mask_word(const sigset_t *set)
+{
+	uint64_t w;
+
+	memcpy(&w, set, sizeof(w));
+	return w;
+}
+
+/* Set the thread's mask to @w; returns the old one. */
+static uint64_t mask_set(uint64_t w)
+{
+	sigset_t set, old;
+
+	sigemptyset(&set);
+	memcpy(&set, &w, sizeof(w));
+	pthread_sigmask(SIG_SETMASK, &set, &old);
+	return mask_word(&old);
+}
+
+/* --- nesting levels of store callbacks --- */
+
+int callback_run(int (*fn)(void *arg), void *arg, enum vmp_fault_what *what)
+{
+	struct callback_frame f;
+	int ret;
+
+	f.prev = vmp_tls.frame;
+	f.level = vmp_tls.level;
+	entry_save(&f.entry);
+	if (f.entry.cb_swap)
+		f.outer_mask = mask_set(f.entry.cb_mask);
+	if (sigsetjmp(f.env, 0) == 0) {
+		vmp_tls.frame = &f;
+		vmp_tls.level = f.level + 1;
+		vmp_tls.cb_swap = false; /* its mask is the callback's own */
+		ret = fn(arg);
+	} else {
+		ret = f.err; /* a fault inside fn failed: fn is abandoned */
+		if (what)
+			*what = f.what;
+	}
+	vmp_tls.frame = f.prev;
+	vmp_tls.level = f.level;
+	entry_restore(&f.entry);
+	if (f.entry.cb_swap)
+		(void)mask_set(f.outer_mask);
+	return ret;
+}
 
 bool fault_in_progress_on(uintptr_t start)
 {
@@ -56,7 +178,7 @@ static int remap(struct vmp_page *p, const struct vmp_page *to,
 	int ret;
 
 	if (cost > 0) {
-		ret = ram_charge(fh->ram, 0, cost, &what);
+		ret = ram_charge(fh->ram, 0, cost, false, &what);
 		if (ret)
 			return fail(fe, what, ret);
 		/* reclaim may have deactivated p meanwhile: let it refault */
@@ -181,68 +303,87 @@ static uint64_t page_of(const struct vmp_vma *v, uintptr_t addr)
 
 /* --- the fault entry, errors and guards --- */
 
-/* Ask the handle's error handler; ram->lock held, dropped for the call. */
-static int ask_error_handler(struct vmp_fileh *fh, const struct vmp_fault_error *fe)
-{
-	vmp_fault_error_fn fn = fh->errfn;
-	void *arg = fh->errarg;
-	int answer;
-
-	if (!fn)
-		return VMP_FAULT_DEFAULT;
-	fault_unlock(fh->ram);
-	answer = fn(fe, arg);
-	fault_lock(fh->ram);
-	return answer;
-}
-
+/*
+ * Serve a fault at @addr: 1 served, 0 not ours (or ours, but taken while
+ * this thread holds the lock in the fault path: a crash is all that is
+ * left), negative errno if it could not be served.  A vmp_guard at this
+ * level, or else the callback this fault happened in, gets the error by
+ * siglongjmp instead.
+ *
+ * The handle's error handler is called with nothing held (no lock, no pin,
+ * this thread's own cancellation state), so that it may leave with
+ * siglongjmp without leaving state behind.
+ */
 static int fault_serve(void *addr)
 {
 	uintptr_t a = (uintptr_t)addr;
 	struct vmp_fault_error fe = { .addr = addr };
-	struct vmp_vma *v = vma_lookup_pin(a);
-	vmp_ram *ram;
-	bool zero = false;
-	int ret;
+	bool zero = false, counted = false;
+	int cancel, ret;
 
-	if (!v)
-		return 0;
-	ram = v->fh->ram;
-	fe.fh = v->fh;
-	fe.blk = page_of(v, a);
 	if (vmp_tls.locked)
-		return 0; /* a fault inside the fault path: a bug, crash now
-			     (the pin stays: we may hold this very lock) */
-	fault_lock(ram);
-	if (vmp_tls.nserving == MAX_NEST) {
-		/* loadblks nested this deep: refuse rather than overflow */
-		ret = fail(&fe, VMP_FAULT_RECURSION, -ELOOP);
-		goto out;
-	}
-	vmp_tls.serving[vmp_tls.nserving++] = v;
-	ram->stats.faults++;
+		return 0; /* a fault inside the fault path: a bug, crash now */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	for (;;) {
-		ret = serve(v, fe.blk, false, zero, &fe);
-		if (ret >= 0 || zero)
+		struct vmp_vma *v = vma_lookup_pin(a);
+		vmp_fault_error_fn errfn;
+		void *errarg;
+		vmp_ram *ram;
+		bool overlay;
+		int answer;
+
+		if (!v) {
+			ret = 0; /* (after an error handler: unmapped since) */
 			break;
-		int answer = ask_error_handler(v->fh, &fe);
+		}
+		ram = v->fh->ram;
+		fe.fh = v->fh;
+		fe.blk = page_of(v, a);
+		fault_lock(ram);
+		if (vmp_tls.nserving == MAX_NEST) {
+			/* loadblks nested this deep: refuse, not overflow */
+			ret = fail(&fe, VMP_FAULT_RECURSION, -ELOOP);
+		} else {
+			vmp_tls.serving[vmp_tls.nserving++] = v;
+			ram->stats.faults += !counted;
+			counted = true;
+			ret = serve(v, fe.blk, false, zero, &fe);
+			vmp_tls.nserving--;
+		}
+		errfn = v->fh->errfn;
+		errarg = v->fh->errarg;
+		overlay = v->fh->flags & VMP_OVERLAY;
+		vma_unpin(v);
+		fault_unlock(ram);
+		if (ret >= 0 || zero || !errfn)
+			break;
+		struct entry_state here;
+		entry_save(&here);
+		entry_leave_for_program();
+		pthread_setcancelstate(cancel, NULL);
+		answer = errfn(&fe, errarg);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		entry_restore(&here);
 		/* an overlay page exists only to be written: no zero page */
-		if (answer == VMP_FAULT_ZERO && !(v->fh->flags & VMP_OVERLAY))
+		if (answer == VMP_FAULT_ZERO && !overlay)
 			zero = true;
 		else if (answer != VMP_FAULT_RETRY)
 			break;
 	}
-	vmp_tls.nserving--;
-out:
-	vma_unpin(v);
-	fault_unlock(ram);
+	pthread_setcancelstate(cancel, NULL);
 	if (ret >= 0)
 		return ret;
 	vmp_tls.last_error = fe;
-	/* a guard set at this loadblk nesting level abandons its function */
-	if (vmp_tls.guard && vmp_tls.guard->depth == vmp_tls.nloading) {
+	/* a guard set at this nesting level abandons its function */
+	if (vmp_tls.guard && vmp_tls.guard->depth == vmp_tls.level) {
 		vmp_tls.guard->err = ret;
 		siglongjmp(vmp_tls.guard->env, 1);
+	}
+	/* inside a store callback: it fails, the call around it goes on */
+	if (vmp_tls.level) {
+		vmp_tls.frame->err = ret;
+		vmp_tls.frame->what = fe.what;
+		siglongjmp(vmp_tls.frame->env, 1);
 	}
 	return ret;
 }
@@ -281,7 +422,8 @@ static const char *what_failed(enum vmp_fault_what what)
 }
 
 /* The default for a fault we cannot serve: one line, then SIGBUS with the
- * address, as the kernel does for a failed read of a file mapping. */
+ * address, as the kernel does for a failed read of a file mapping.  Our
+ * SIGBUS action passes it on to the one it displaced (on_sigbus). */
 static void report_and_raise_sigbus(const struct vmp_fault_error *fe)
 {
 	char line[256];
@@ -311,114 +453,264 @@ static void report_and_raise_sigbus(const struct vmp_fault_error *fe)
 	si.si_signo = SIGBUS;
 	si.si_code = BUS_ADRERR;
 	si.si_addr = fe->addr;
-	syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, &si);
 	sigemptyset(&bus);
 	sigaddset(&bus, SIGBUS);
+	vmp_tls.raising = true;
+	syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, &si);
 	pthread_sigmask(SIG_UNBLOCK, &bus, NULL); /* delivered here */
+	vmp_tls.raising = false;
 }
 
-/* ThreadSanitizer runs signal handlers with every signal blocked, whatever
- * SA_NODEFER says: a loadblk must then have SIGSEGV unblocked explicitly. */
-#if defined(__SANITIZE_THREAD__)
-#define SEGV_BLOCKED_IN_HANDLER true
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SEGV_BLOCKED_IN_HANDLER true
-#endif
-#endif
-#ifndef SEGV_BLOCKED_IN_HANDLER
-#define SEGV_BLOCKED_IN_HANDLER false
-#endif
+/*
+ * Our actions for SIGSEGV and SIGBUS, and the ones they displaced when last
+ * installed, to which signals that are not ours go.  A displaced action is
+ * published by pointer, each one kept for good: a handler in another
+ * thread may be reading an older one.
+ */
+enum { SEGV, BUS, NSIGNALS };
+static const int signal_of[NSIGNALS] = { SIGSEGV, SIGBUS };
 
+struct displaced {
+	struct sigaction sa;
+	struct displaced *next;
+};
+static struct displaced *displaced[NSIGNALS]; /* atomic; NULL: default */
+static struct displaced *displaced_all;       /* every one; install_lock */
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction our_action[NSIGNALS];
+static bool have_action; /* atomic: our_action is set */
+
+/* Hand signal @which to the action it would have had without us.  0 if
+ * that is the default (the caller lets it kill the process). */
+static int chain_displaced(int which, siginfo_t *info, void *uc)
+{
+	const struct displaced *d =
+		__atomic_load_n(&displaced[which], __ATOMIC_ACQUIRE);
+	int sig = signal_of[which];
+	sigset_t mask;
+
+	if (!d || !info)
+		return 0;
+	mask = d->sa.sa_mask;
+	if (!(d->sa.sa_flags & SA_NODEFER))
+		sigaddset(&mask, sig);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL); /* sigreturn puts it back */
+	if (d->sa.sa_flags & SA_SIGINFO)
+		d->sa.sa_sigaction(sig, info, uc);
+	else
+		d->sa.sa_handler(sig);
+	return 1;
+}
+
+/* libsigsegv's handler: asks twice (serious 0, then 1) about a fault that
+ * we decline; chain the second time only. */
 static int on_sigsegv(void *fault_address, int serious)
 {
-	bool masked = vmp_tls.segv_masked;
-	int ret;
+	int ret = fault_serve(fault_address);
 
-	vmp_tls.segv_masked = masked || SEGV_BLOCKED_IN_HANDLER;
-	ret = fault_serve(fault_address);
-	vmp_tls.segv_masked = masked;
-
-	if (ret >= 0)
-		return ret;
+	if (ret > 0)
+		return 1;
+	if (ret == 0)
+		return serious && !vmp_tls.locked ?
+			       chain_displaced(SEGV, vmp_tls.sig_info,
+					       vmp_tls.sig_uc) :
+			       0;
+	entry_leave_for_program(); /* its SIGBUS handler may siglongjmp */
 	report_and_raise_sigbus(&vmp_tls.last_error);
 	return 1; /* a SIGBUS handler returned: retry, as the kernel would */
 }
 
+/* libsigsegv's own SIGSEGV action, which on_signal() calls. */
+static void (*libsigsegv_action)(int, siginfo_t *, void *);
+
 /*
- * Our SIGSEGV action: libsigsegv's handler, made SA_NODEFER.  libsigsegv
- * installs it without SA_NODEFER, so we install it through libsigsegv only
- * once, and from then on put the completed action back in one sigaction:
- * a fault taken in between would run with SIGSEGV blocked, and a nested
- * fault in its loadblk would kill the process.
+ * Our SIGSEGV action.  It keeps what the interrupted code had and libsigsegv
+ * does not pass on: errno, restored on return (a loadblk's failing system
+ * call must not change it under the program); the signal mask, which store
+ * callbacks run with (libsigsegv's sa_mask blocks SIGINT, SIGALRM, SIGTERM
+ * and more while the library keeps its books, not while a store works);
+ * and the siginfo and context, for chaining.
  */
-static struct sigaction our_action;
-static bool have_action; /* atomic: our_action is set */
-static int first_install_error;
-static pthread_once_t first_install_once = PTHREAD_ONCE_INIT;
-
-static void first_install(void)
+static void on_signal(int sig, siginfo_t *info, void *uc)
 {
-	struct sigaction sa;
+	int saved_errno = errno;
+	struct entry_state outer;
 
-	if (sigsegv_install_handler(on_sigsegv) < 0 ||
-	    sigaction(SIGSEGV, NULL, &sa) != 0) {
-		first_install_error = -ENOSYS;
-		return;
-	}
-	/* SA_NODEFER: a loadblk may fault on other mappings (see fault_lock) */
-	sa.sa_flags |= SA_NODEFER;
-	if (sigaction(SIGSEGV, &sa, NULL) != 0) {
-		first_install_error = -ENOSYS;
-		return;
-	}
-	our_action = sa;
-	__atomic_store_n(&have_action, true, __ATOMIC_RELEASE);
+	entry_begin(&outer);
+	vmp_tls.cb_mask = mask_word(&((ucontext_t *)uc)->uc_sigmask) & ~SEGV_BIT;
+	vmp_tls.cb_swap = true; /* the handler's mask adds sa_mask */
+	vmp_tls.sig_info = info;
+	vmp_tls.sig_uc = uc;
+	libsigsegv_action(sig, info, uc);
+	entry_restore(&outer);
+	errno = saved_errno;
 }
 
-static bool is_ours(const struct sigaction *sa)
+/*
+ * A SIGBUS in an overlay mapping: its base file was cut short under it, and
+ * the kernel has no page for the mapping.  Show what the file store reads
+ * there, zeros (and the file's bytes again where it has grown back), for
+ * the clean pages from there on.  True if served.
+ */
+static bool serve_overlay_sigbus(void *addr)
 {
-	return sa->sa_sigaction == our_action.sa_sigaction &&
-	       (sa->sa_flags & SA_NODEFER);
+	uintptr_t a = (uintptr_t)addr;
+	struct vmp_vma *v;
+	vmp_ram *ram;
+	int ret = 0;
+
+	if (vmp_tls.locked || !(v = vma_lookup_pin(a)))
+		return false;
+	ram = v->fh->ram;
+	fault_lock(ram);
+	if (v->fh->flags & VMP_OVERLAY)
+		ret = vma_rebase(v, page_of(v, a), 512);
+	vma_unpin(v);
+	fault_unlock(ram);
+	return ret > 0;
+}
+
+/* Our SIGBUS action: overlay pages past their file's end, else the SIGBUS
+ * goes where it would have gone without us (report_and_raise_sigbus's
+ * too: the program's SIGBUS handler, or death). */
+static void on_sigbus(int sig, siginfo_t *info, void *uc)
+{
+	int saved_errno = errno;
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+	(void)sig;
+	if (!vmp_tls.raising && info->si_code == BUS_ADRERR &&
+	    serve_overlay_sigbus(info->si_addr)) {
+		errno = saved_errno;
+		return;
+	}
+	if (!chain_displaced(BUS, info, uc)) {
+		/* the default: die of this very signal, once we return */
+		sigaction(SIGBUS, &dfl, NULL);
+		syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, info);
+	}
+	errno = saved_errno;
+}
+
+/*
+ * Installing.  libsigsegv installs its action without SA_NODEFER, so we
+ * install through libsigsegv only once, then put our completed actions in
+ * place with one sigaction each time: a fault taken in between would run
+ * with SIGSEGV blocked, and a nested fault in its loadblk would kill the
+ * process.
+ */
+static bool is_ours(int which, const struct sigaction *sa)
+{
+	return (sa->sa_flags & SA_SIGINFO) &&
+	       sa->sa_sigaction == our_action[which].sa_sigaction;
+}
+
+/* Remember @sa as the action ours displaces.  install_lock held. */
+static void set_displaced(int which, const struct sigaction *sa)
+{
+	struct displaced *d = __atomic_load_n(&displaced[which], __ATOMIC_RELAXED);
+
+	if (sa->sa_handler == SIG_DFL || sa->sa_handler == SIG_IGN ||
+	    ((sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == libsigsegv_action)) {
+		d = NULL; /* the default (a fault kills), or libsigsegv's own:
+			     its handler is ours now */
+	} else if (!d || d->sa.sa_handler != sa->sa_handler ||
+		   d->sa.sa_flags != sa->sa_flags ||
+		   memcmp(&d->sa.sa_mask, &sa->sa_mask, sizeof(sa->sa_mask))) {
+		d = malloc(sizeof(*d));
+		if (!d)
+			return; /* keep the one we had */
+		d->sa = *sa;
+		d->next = displaced_all;
+		displaced_all = d;
+	}
+	__atomic_store_n(&displaced[which], d, __ATOMIC_RELEASE);
+}
+
+/* The first install, through libsigsegv, to learn its action; the one
+ * before is put back for install_one() to displace.  install_lock held. */
+static int first_install(void)
+{
+	struct sigaction sa, before;
+
+	if (sigaction(SIGSEGV, NULL, &before) != 0 ||
+	    sigsegv_install_handler(on_sigsegv) < 0 ||
+	    sigaction(SIGSEGV, NULL, &sa) != 0 || !(sa.sa_flags & SA_SIGINFO) ||
+	    sigaction(SIGSEGV, &before, NULL) != 0)
+		return -ENOSYS;
+	libsigsegv_action = sa.sa_sigaction;
+	sa.sa_sigaction = on_signal;
+	/* SA_NODEFER: a loadblk may fault on other mappings (see fault_lock) */
+	sa.sa_flags |= SA_NODEFER;
+	our_action[SEGV] = sa;
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags &= ~SA_NODEFER;
+	our_action[BUS] = sa;
+	__atomic_store_n(&have_action, true, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Put ours in place of signal @which's action, unless @keep_foreign and a
+ * handler not ours is there.  install_lock held. */
+static int install_one(int which, bool keep_foreign)
+{
+	struct sigaction cur;
+
+	if (sigaction(signal_of[which], NULL, &cur) != 0)
+		return -ENOSYS;
+	if (is_ours(which, &cur))
+		return 0;
+	/* A handler installed after ours belongs to a program that chains to
+	 * vmp_handle_fault() (or will re-arm us): leave it in place. */
+	if (keep_foreign && cur.sa_handler != SIG_DFL)
+		return 0;
+	set_displaced(which, &cur);
+	return sigaction(signal_of[which], &our_action[which], NULL) ? -ENOSYS : 0;
+}
+
+static int install(bool keep_foreign)
+{
+	int ret = 0;
+
+	load_init();
+	pthread_mutex_lock(&install_lock);
+	if (!__atomic_load_n(&have_action, __ATOMIC_RELAXED)) {
+		keep_foreign = false; /* the first time, ours displace all */
+		ret = first_install();
+	}
+	for (int i = 0; i < NSIGNALS && !ret; i++)
+		ret = install_one(i, keep_foreign);
+	pthread_mutex_unlock(&install_lock);
+	return ret;
 }
 
 VMP_EXPORT int vmp_fault_handler_install(void)
 {
-	struct sigaction cur;
-
-	load_init();
-	pthread_once(&first_install_once, first_install);
-	if (first_install_error)
-		return first_install_error;
-	if (sigaction(SIGSEGV, NULL, &cur) == 0 && is_ours(&cur))
-		return 0; /* in place already */
-	return sigaction(SIGSEGV, &our_action, NULL) == 0 ? 0 : -ENOSYS;
+	return install(false);
 }
 
 void fault_handler_arm(void)
 {
-	struct sigaction sa;
-
-	/* A handler installed after ours belongs to a program that chains to
-	 * vmp_handle_fault() (or will re-arm us): leave it in place. */
-	if (__atomic_load_n(&have_action, __ATOMIC_ACQUIRE) &&
-	    sigaction(SIGSEGV, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL &&
-	    !is_ours(&sa))
-		return;
-	(void)vmp_fault_handler_install();
+	(void)install(true);
 }
 
 VMP_EXPORT int vmp_handle_fault(void *addr)
 {
-	bool masked = vmp_tls.segv_masked;
+	int saved_errno = errno;
+	struct entry_state outer;
 	sigset_t cur;
 	int ret;
 
+	entry_begin(&outer);
 	/* called from another SIGSEGV handler: SIGSEGV is likely blocked */
 	pthread_sigmask(SIG_BLOCK, NULL, &cur);
-	vmp_tls.segv_masked = sigismember(&cur, SIGSEGV);
+	vmp_tls.cb_mask = mask_word(&cur) & ~SEGV_BIT;
+	vmp_tls.cb_swap = mask_word(&cur) != vmp_tls.cb_mask;
+	vmp_tls.sig_info = NULL; /* the caller chains, not us */
+	vmp_tls.sig_uc = NULL;
 	ret = fault_serve(addr);
-	vmp_tls.segv_masked = masked;
+	entry_restore(&outer);
+	errno = saved_errno;
 	return ret;
 }
 
@@ -430,12 +722,12 @@ VMP_EXPORT int vmp_guard(int (*fn)(void *arg), void *arg)
 	if (!fn)
 		return -EINVAL;
 	g.prev = vmp_tls.guard;
-	g.depth = vmp_tls.nloading;
-	g.segv_masked = vmp_tls.segv_masked;
+	g.depth = vmp_tls.level;
+	entry_save(&g.entry);
 	g.err = 0;
 	if (sigsetjmp(g.env, 1)) {
 		vmp_tls.guard = g.prev;
-		vmp_tls.segv_masked = g.segv_masked;
+		entry_restore(&g.entry);
 		return g.err;
 	}
 	vmp_tls.guard = &g;
@@ -480,37 +772,38 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 VMP_EXPORT int vmp_prefault(const void *addr, size_t len, int write)
 {
 	uintptr_t a = (uintptr_t)addr;
+	struct entry_state outer;
+	struct api_state saved;
 	struct vmp_vma *v;
 	vmp_ram *ram;
-	sigset_t saved, segv;
 	int ret;
 
 	if (!addr || !len || a + len < a)
 		return -EINVAL;
-	sigemptyset(&segv);
-	sigaddset(&segv, SIGSEGV);
-	pthread_sigmask(SIG_BLOCK, &segv, &saved);
+	api_enter(&saved);
 	v = vma_lookup_pin(a);
 	if (!v) {
-		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+		api_leave(&saved);
 		return -EINVAL;
 	}
 	ram = v->fh->ram;
 	fault_lock(ram);
-	if (a + len > v->end || (write && !(v->prot & PROT_WRITE)))
+	if (a + len > v->end || (write && !(v->prot & PROT_WRITE))) {
 		ret = -EINVAL;
-	else if (vmp_tls.nserving == MAX_NEST)
+	} else if (vmp_tls.nserving == MAX_NEST) {
 		ret = -ELOOP;
-	else {
-		bool masked = vmp_tls.segv_masked;
-		vmp_tls.segv_masked = true;
+	} else {
+		/* loadblk gets the caller's mask, SIGSEGV unblocked */
+		entry_save(&outer);
+		vmp_tls.cb_mask = mask_word(&saved.mask) & ~SEGV_BIT;
+		vmp_tls.cb_swap = true;
 		vmp_tls.serving[vmp_tls.nserving++] = v;
 		ret = prefault_range(v, a, len, write);
 		vmp_tls.nserving--;
-		vmp_tls.segv_masked = masked;
+		entry_restore(&outer);
 	}
 	vma_unpin(v);
 	fault_unlock(ram);
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	api_leave(&saved);
 	return ret;
 }

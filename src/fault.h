@@ -12,11 +12,14 @@
 #define MAX_NEST 16 /* nested faults (loadblk touching mappings) */
 
 struct guard;
+struct callback_frame;
+struct entry_state;
 
 /*
  * A run of pages a thread is loading (load.c), on that thread's stack:
  * blocks [base, hi) were made LOADING; [base, lo) are committed already,
  * [lo, cur) are filled in buf, block cur is in the store's hands now.
+ * Its arrays live in the thread's scratch for its level (load.c).
  * Each page it holds points to it (page->run).  Only its thread changes
  * these fields, so they need no lock, except the two that other threads
  * read (next and takers: atomic, see run_fill()); the pages are under
@@ -26,6 +29,7 @@ struct loading_run {
 	struct vmp_fileh *fh;
 	struct vmp_page **pages; /* pages[i] is block base + i; NULL once
 				    known not to be this run's any more */
+	struct remap_op *ops;    /* room to map it unlocked, or NULL */
 	char *buf;               /* block base + i at i * pagesize */
 	uint64_t base, lo, cur, hi;
 	uint64_t loaded;         /* blocks the store filled */
@@ -40,21 +44,41 @@ struct loading_run {
 	struct vmp_page to;      /* the state they are installed in */
 };
 
-/* Per thread; signal handlers of the thread use it, nothing else. */
+/*
+ * Per thread; the thread's own fault path uses it, nothing else.
+ *
+ * Nesting levels.  A store callback (loadblk from a fault or vmp_prefault,
+ * storeblk and the writeout hooks from vmp_writeout) runs one level above
+ * its caller: @level counts the callbacks in progress on this thread.  A
+ * fault that fails inside a callback, and that no vmp_guard set at that
+ * level catches, makes the callback fail with its error (callback_run):
+ * so a fault never abandons a library call halfway, whatever the program
+ * does with the error, and no store can wedge a load or a writeout by
+ * touching a page that cannot be loaded.
+ */
 struct fault_tls {
-	/* one bounce buffer per loadblk nesting level */
-	char *bounce[MAX_NEST];
-	size_t bounce_size[MAX_NEST];
 	struct loading_run *loading[MAX_NEST]; /* loads in progress, outermost
 						  first (load.c) */
 	unsigned nloading;
 	struct vmp_vma *serving[MAX_NEST];
 	unsigned nserving;
+	unsigned level;   /* store callbacks in progress (see above) */
+	struct callback_frame *frame; /* the innermost one's */
+	struct guard *guard;          /* the innermost vmp_guard */
+	void *scratch[MAX_NEST];      /* per load level, see load.c */
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
-	bool locked;      /* holds a ram->lock in the fault path */
-	bool segv_masked; /* SIGSEGV is blocked here (vmp_prefault, a chained
-			     handler, TSan): unblock it around loadblk */
-	struct guard *guard;
+	bool locked;  /* holds a ram->lock in the fault path */
+	bool raising; /* report_and_raise_sigbus() is sending its SIGBUS */
+	/* The signal mask store callbacks run with: the mask of the code the
+	 * fault interrupted (callbacks are the program's code), less SIGSEGV
+	 * (they may touch other mappings).  @cb_swap: the mask now is
+	 * another, so callback_run sets this one around each callback. */
+	uint64_t cb_mask;
+	bool cb_swap;
+	/* The signal being served, for chaining to the displaced action. */
+	siginfo_t *sig_info;
+	void *sig_uc;
+	const struct entry_state *entry_outer; /* see fault.c */
 	struct vmp_fault_error last_error;
 };
 extern __thread struct fault_tls vmp_tls __attribute__((tls_model("initial-exec")));

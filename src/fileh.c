@@ -38,7 +38,9 @@ void page_drop(struct vmp_page *p)
 		list_del(&p->link);
 		fh->ndirty--;
 		ram->dirty_bytes -= ps;
-	} /* LOADING pages are on no list */
+	} else { /* LOADING pages are on no list */
+		ram_loading_done(ram, ps);
+	}
 	ram_uncharge(ram, ps);
 	p->state = PAGE_GONE;
 	page_wake(ram, p);
@@ -78,7 +80,7 @@ int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 
 /* Lock the RAM of @fh for a public call: -EINVAL (NULL), -ECHILD, or 0
  * with the lock held and SIGSEGV blocked. */
-static int fh_lock_api(const vmp_fileh *fh, sigset_t *saved)
+static int fh_lock_api(const vmp_fileh *fh, struct api_state *saved)
 {
 	int ret;
 
@@ -111,7 +113,7 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 			      vmp_store *store, unsigned flags)
 {
 	struct vmp_fileh *fh;
-	sigset_t saved;
+	struct api_state saved;
 	int ret;
 
 	if ((ret = vmp_global_init()))
@@ -162,7 +164,7 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 {
 	struct vmp_page **pages;
 	vmp_ram *ram;
-	sigset_t saved;
+	struct api_state saved;
 	long n;
 	int ret;
 
@@ -183,18 +185,21 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 	free(pages);
 	list_del(&fh->ram_link);
 	ram->nfileh--;
-	ram_unlock_api(ram, &saved);
+	pthread_mutex_unlock(&ram->lock);
 
+	/* the handle is gone: finish with cancellation still disabled (close
+	 * is a cancellation point) */
 	pagemap_destroy(&fh->pagemap);
 	close(fh->memfd);
 	store_put(fh->store);
 	free(fh);
+	api_leave(&saved);
 	return 0;
 }
 
 VMP_EXPORT int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages)
 {
-	sigset_t saved;
+	struct api_state saved;
 	int ret;
 
 	if (!npages)
@@ -209,7 +214,7 @@ VMP_EXPORT int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages)
 VMP_EXPORT int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
 					   void *arg)
 {
-	sigset_t saved;
+	struct api_state saved;
 	int ret;
 
 	if ((ret = fh_lock_api(fh, &saved)))
@@ -268,33 +273,70 @@ static int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n
 	return 0;
 }
 
+/* The store's writeout calls, each run by callback_run (its own nesting
+ * level: a fault inside that cannot be served fails the call). */
+struct store_call {
+	struct vmp_fileh *fh;
+	uint64_t blk;
+	const void *buf;
+};
+
+static int call_begin(void *arg)
+{
+	struct store_call *c = arg;
+
+	return c->fh->ops.writeout_begin(c->fh->ctx);
+}
+
+static int call_storeblk(void *arg)
+{
+	struct store_call *c = arg;
+
+	return c->fh->ops.storeblk(c->fh->ctx, c->blk, c->buf);
+}
+
+static int call_commit(void *arg)
+{
+	struct store_call *c = arg;
+
+	return c->fh->ops.writeout_commit(c->fh->ctx);
+}
+
+static int call_abort(void *arg)
+{
+	struct store_call *c = arg;
+
+	c->fh->ops.writeout_abort(c->fh->ctx);
+	return 0;
+}
+
 /* Call storeblk for each page; no lock held (pages pinned by
  * writeout_busy).  Bytes come from the memfd, not from a mapping. */
 static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 {
 	const vmp_store_ops *ops = &fh->ops;
-	void *ctx = fh->ctx;
 	size_t ps = fh_pagesize(fh);
 	void *buf = malloc(ps);
+	struct store_call c = { fh, 0, buf };
 	int ret;
 	size_t i;
 
 	if (!buf)
 		return -ENOMEM;
-	ret = ops->writeout_begin ? ops->writeout_begin(ctx) : 0;
+	ret = ops->writeout_begin ? callback_run(call_begin, &c, NULL) : 0;
 	if (ret)
 		goto out;
 	for (i = 0; i < n && !ret; i++) {
-		ret = os_pread_zerofill(fh->memfd, buf, ps,
-					pages[i]->index << fh->pageshift);
+		c.blk = pages[i]->index;
+		ret = os_pread_zerofill(fh->memfd, buf, ps, c.blk << fh->pageshift);
 		if (!ret)
-			ret = ops->storeblk(ctx, pages[i]->index, buf);
+			ret = callback_run(call_storeblk, &c, NULL);
 	}
 	if (!ret && ops->writeout_commit)
-		ret = ops->writeout_commit(ctx);
+		ret = callback_run(call_commit, &c, NULL);
 	/* begun and not committed: let the store roll back */
 	if (ret && ops->writeout_abort)
-		ops->writeout_abort(ctx);
+		(void)callback_run(call_abort, &c, NULL);
 out:
 	free(buf);
 	return ret > 0 ? -EIO : ret;
@@ -328,7 +370,7 @@ static int mark_stored(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 {
 	struct vmp_page **pages = NULL;
-	sigset_t saved;
+	struct api_state saved;
 	long n;
 	int ret;
 
@@ -348,9 +390,14 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 	if ((ret = write_protect(fh, pages, (size_t)n)))
 		goto out_unlock;
 	if (flags & VMP_WRITEOUT_STORE) {
+		/* the store runs with the caller's mask (SIGSEGV unblocked: it
+		 * may read mappings), cancellation still disabled */
+		int cancel;
 		fh->writeout_busy = true;
 		ram_unlock_api(fh->ram, &saved);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 		ret = store_pages(fh, pages, (size_t)n);
+		pthread_setcancelstate(cancel, NULL);
 		ram_lock_api(fh->ram, &saved);
 		fh->writeout_busy = false;
 		pthread_cond_broadcast(&fh->ram->writeout_cond);
@@ -366,7 +413,7 @@ out_unlock:
 VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 {
 	struct vmp_page **pages;
-	sigset_t saved;
+	struct api_state saved;
 	long n;
 	int ret;
 
@@ -383,7 +430,7 @@ VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 VMP_EXPORT int vmp_invalidate(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen)
 {
 	struct vmp_page **pages;
-	sigset_t saved;
+	struct api_state saved;
 	long n, i, k = 0;
 	int ret;
 

@@ -24,10 +24,12 @@ static void fork_prepare(void)
 {
 	registry_fork_prepare();
 	waits_fork_prepare();
+	bounce_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+	bounce_fork_parent();
 	waits_fork_parent();
 	registry_fork_parent();
 }
@@ -35,6 +37,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
+	bounce_fork_child();
 	waits_fork_child();
 	registry_fork_child();
 }
@@ -71,20 +74,32 @@ void vmp_internal_bug(const char *file, int line, const char *cond)
 	abort();
 }
 
-void ram_lock_api(vmp_ram *ram, sigset_t *saved)
+void api_enter(struct api_state *st)
 {
 	sigset_t segv;
 
 	sigemptyset(&segv);
 	sigaddset(&segv, SIGSEGV);
-	pthread_sigmask(SIG_BLOCK, &segv, saved);
+	pthread_sigmask(SIG_BLOCK, &segv, &st->mask);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &st->cancel);
+}
+
+void api_leave(const struct api_state *st)
+{
+	pthread_setcancelstate(st->cancel, NULL);
+	pthread_sigmask(SIG_SETMASK, &st->mask, NULL);
+}
+
+void ram_lock_api(vmp_ram *ram, struct api_state *st)
+{
+	api_enter(st);
 	ram_lock(ram);
 }
 
-void ram_unlock_api(vmp_ram *ram, const sigset_t *saved)
+void ram_unlock_api(vmp_ram *ram, const struct api_state *st)
 {
 	pthread_mutex_unlock(&ram->lock);
-	pthread_sigmask(SIG_SETMASK, saved, NULL);
+	api_leave(st);
 }
 
 VMP_EXPORT const char *vmp_version(void)

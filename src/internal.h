@@ -13,6 +13,7 @@
  *
  * Lock order (outer first):
  *   registry.lock (rwlock, vma.c)  ->  ram->lock  ->  graph_lock (waits.c)
+ *                                              ->  pool_lock (bounce.c)
  * No library lock is held while a store callback runs or while page bytes
  * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
  * block SIGSEGV while they hold a lock, so a stray fault there kills the
@@ -101,6 +102,7 @@ struct vmp_page {
  * struct vmp_ram.  Invariants, under ->lock:
  *   used_bytes  == sum over its handles' pages (any state) of pagesize
  *   dirty_bytes == sum over DIRTY pages of pagesize
+ *   loading_bytes == sum over LOADING pages of pagesize
  *   limit_bytes == 0 || used_bytes <= max(limit_bytes, one page)
  *   active   holds the LOADED pages without PAGE_INACTIVE, inactive those
  *            with it; both most recently used (or deactivated) first;
@@ -111,9 +113,12 @@ struct vmp_ram {
 	pthread_cond_t page_cond[RAM_NWAIT]; /* see page_wait() */
 	pthread_cond_t unmap_cond;           /* vma->inflight reached 0 */
 	pthread_cond_t writeout_cond;        /* fh->writeout_busy cleared */
+	pthread_cond_t room_cond;            /* loading_bytes went down */
 	uint64_t limit_bytes;                /* const; 0 = unlimited */
 	uint64_t used_bytes;
 	uint64_t dirty_bytes;
+	uint64_t loading_bytes;   /* of LOADING pages: room once loaded */
+	unsigned room_waiters;    /* faults waiting for loading_bytes */
 	struct vmp_list active;   /* mapped clean pages, via page->link */
 	struct vmp_list inactive; /* clean pages protected NONE to test reuse */
 	uint64_t nactive, ninactive;
@@ -214,9 +219,22 @@ static inline void ram_lock(vmp_ram *ram)
 	pthread_mutex_lock(&ram->lock);
 }
 
-/* Lock @ram with SIGSEGV blocked (public calls). */
-void ram_lock_api(vmp_ram *ram, sigset_t *saved);
-void ram_unlock_api(vmp_ram *ram, const sigset_t *saved);
+/*
+ * What a public call changes on its thread while it holds a library lock,
+ * and puts back: SIGSEGV blocked (a stray fault there kills the program at
+ * once instead of deadlocking in the handler) and cancellation disabled
+ * (pthread_cond_wait, pread and pwrite are cancellation points: a thread
+ * cancelled there would leave the lock held or pages half loaded).
+ */
+struct api_state {
+	sigset_t mask;
+	int cancel;
+};
+void api_enter(struct api_state *st);
+void api_leave(const struct api_state *st);
+/* Lock @ram for a public call: api_enter, then the lock. */
+void ram_lock_api(vmp_ram *ram, struct api_state *st);
+void ram_unlock_api(vmp_ram *ram, const struct api_state *st);
 
 static inline size_t fh_pagesize(const struct vmp_fileh *fh)
 {
@@ -228,10 +246,15 @@ struct vmp_page *page_alloc(vmp_ram *ram, struct vmp_fileh *fh, uint64_t idx);
 void page_free(vmp_ram *ram, struct vmp_page *page);
 /* Make room for @bytes more resident bytes and @kvmas more kernel VMAs,
  * reclaiming clean pages as needed, then charge @bytes.  -ENOMEM when the
- * budget holds only dirty pages (*what says which budget). */
-int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
+ * budget holds only dirty pages (*what says which budget).  With
+ * @may_wait, when other threads' loads hold the room, wait until one ends
+ * (ram->lock dropped meanwhile) and return -EAGAIN, nothing charged: the
+ * caller looks at its page again. */
+int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 	       enum vmp_fault_what *what);
 void ram_uncharge(vmp_ram *ram, uint64_t bytes);
+/* @bytes of LOADING pages became LOADED, DIRTY or were dropped. */
+void ram_loading_done(vmp_ram *ram, uint64_t bytes);
 /* The LRU: a new clean page, one leaving it, one touched again. */
 void lru_add(vmp_ram *ram, struct vmp_page *p);
 void lru_remove(vmp_ram *ram, struct vmp_page *p);
@@ -278,6 +301,11 @@ long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 /* -EINVAL unless [pgoffset, pgoffset+pglen) is non-empty and its byte
  * offsets fit off_t and its length size_t. */
 int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen);
+/* VMP_OVERLAY: map the base file again over the clean pages of @v from
+ * @idx (up to the next resident page, at most @max): pages wholly past the
+ * file's end, which would raise SIGBUS, show zeros.  The number of pages,
+ * or -errno.  ram->lock held. */
+int vma_rebase(struct vmp_vma *v, uint64_t idx, uint64_t max);
 /* Find the vma holding @addr and pin it (vma->inflight++). */
 struct vmp_vma *vma_lookup_pin(uintptr_t addr);
 void vma_unpin(struct vmp_vma *v); /* ram->lock held */
@@ -286,6 +314,20 @@ extern long vmp_kvma_budget; /* const after init: how many they may take */
 void registry_fork_prepare(void);
 void registry_fork_parent(void);
 void registry_fork_child(void);
+
+/* --- bounce.c ----------------------------------------------------------- */
+/* A buffer of at least @size bytes for a load (*got: its size), or NULL.
+ * Give it back with bounce_put(buf, *got): false if the pool is full, and
+ * the caller then frees it with bounce_free (outside its locks: munmap). */
+void *bounce_get(size_t size, size_t *got);
+bool bounce_put(void *buf, size_t size);
+/* Buffers of the fault path outside the pool, counted with it. */
+void *bounce_alloc(size_t size);
+void bounce_free(void *buf, size_t size);
+uint64_t bounce_total(void); /* bytes of all of them */
+void bounce_fork_prepare(void);
+void bounce_fork_parent(void);
+void bounce_fork_child(void);
 
 /* --- waits.c ------------------------------------------------------------ */
 void waits_fork_prepare(void);
@@ -307,6 +349,15 @@ void page_drop(struct vmp_page *p);
 int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
 
 /* --- fileh.c / fault.c -------------------------------------------------- */
+/*
+ * Run a store callback, fn(arg), one nesting level above the caller (see
+ * fault.h), with the signal mask of the code the fault interrupted.  A
+ * fault inside it that cannot be served, and that no vmp_guard set inside
+ * it catches, abandons fn as a guard would: callback_run then returns that
+ * fault's negative errno, and sets *@what (if not NULL) to what failed in
+ * it.  Otherwise fn's value.
+ */
+int callback_run(int (*fn)(void *arg), void *arg, enum vmp_fault_what *what);
 extern const struct vmp_page page_absent; /* how a missing page shows */
 /* Install the SIGSEGV handler, unless the program has put its own in place
  * of ours since (it chains to vmp_handle_fault, or re-arms us itself). */

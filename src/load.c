@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * load.c: loading pages for a fault.  The pages are created LOADING under
- * ram->lock, the lock is dropped, the store fills a per-thread bounce
- * buffer and pwrite() copies it into the handle's memfd, where no mapping
+ * ram->lock, the lock is dropped, the store fills a bounce buffer
+ * (bounce.c) and pwrite() copies it into the handle's memfd, where no mapping
  * can see it yet; then the pages are mapped in every vma, again with the
  * lock dropped (PAGE_MAPPING), and marked LOADED.  pwrite needs no second
  * mapping (which would count twice in RssShmem and need a TLB shootdown to
@@ -36,46 +36,52 @@
 
 #define RA_MAX_BYTES ((size_t)2 << 20) /* read-ahead window cap */
 #define RA_MAX_PAGES 512
+#define MAX_REMAP_OPS 16 /* mappings of one handle mapped unlocked */
 
-static pthread_key_t bounce_key;
-static pthread_once_t bounce_key_once = PTHREAD_ONCE_INIT;
+/*
+ * What a run needs beyond a few words: its page pointers and the remap
+ * operations that map it.  Kept per thread and load level in memory of its
+ * own, not on the stack: loads nest up to MAX_NEST deep on whatever stack
+ * the faulting thread has (a small thread stack must do), and every level
+ * also pays the kernel's signal frame.  Made at a level's first use, freed
+ * at thread exit; a run without one loads a single page.
+ */
+struct load_scratch {
+	struct vmp_page *pages[RA_MAX_PAGES];
+	struct remap_op ops[MAX_REMAP_OPS];
+};
 
-static void bounce_release(void *unused)
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(void *unused)
 {
 	for (unsigned i = 0; i < MAX_NEST; i++) {
-		os_free(vmp_tls.bounce[i], vmp_tls.bounce_size[i]);
-		vmp_tls.bounce[i] = NULL;
-		vmp_tls.bounce_size[i] = 0;
+		if (vmp_tls.scratch[i])
+			bounce_free(vmp_tls.scratch[i], sizeof(struct load_scratch));
+		vmp_tls.scratch[i] = NULL;
 	}
 }
 
-static void bounce_key_init(void)
+static void scratch_key_init(void)
 {
-	(void)pthread_key_create(&bounce_key, bounce_release);
+	(void)pthread_key_create(&scratch_key, scratch_release);
 }
 
 void load_init(void)
 {
-	pthread_once(&bounce_key_once, bounce_key_init);
+	pthread_once(&scratch_key_once, scratch_key_init);
 	(void)thread_tag(); /* its first use sets up waits.c outside a handler */
 }
 
-/* The bounce buffer of the current loading level (vmp_tls.nloading - 1): a
- * loadblk that faults on another mapping must not get its own back. */
-static char *bounce_get(size_t size)
+/* The scratch of a run starting at this thread's current load level. */
+static struct load_scratch *scratch_get(void)
 {
-	unsigned level = vmp_tls.nloading - 1;
+	void **slot = &vmp_tls.scratch[vmp_tls.nloading];
 
-	if (vmp_tls.bounce_size[level] < size) {
-		char *b = os_alloc(size);
-		if (!b)
-			return NULL;
-		os_free(vmp_tls.bounce[level], vmp_tls.bounce_size[level]);
-		vmp_tls.bounce[level] = b;
-		vmp_tls.bounce_size[level] = size;
-		(void)pthread_setspecific(bounce_key, b);
-	}
-	return vmp_tls.bounce[level];
+	if (!*slot && (*slot = bounce_alloc(sizeof(struct load_scratch))))
+		(void)pthread_setspecific(scratch_key, (void *)1);
+	return *slot;
 }
 
 /* --- loading --- */
@@ -128,8 +134,9 @@ static bool run_owns(struct loading_run *r, uint64_t b)
 
 /*
  * Call the store for the run's blocks into its buffer: one loadblks call
- * (r->batch), else loadblk per block, skipping blocks taken over.  Returns
- * the end of the blocks filled; *errp says why it stopped short.
+ * (r->batch), else loadblk per block, skipping blocks taken over.  The
+ * blocks [r->lo, r->cur) are filled when it returns: the store's error, or
+ * 0; and when a fault inside the store abandons it (callback_run).
  *
  * r->next tells other threads which blocks they may still take over.  The
  * owner publishes it before each loadblk and then reads r->takers; a taker
@@ -140,14 +147,14 @@ static bool run_owns(struct loading_run *r, uint64_t b)
  * block by block if a block was taken before.  So a block is loaded twice
  * only to break a cycle of waits.
  */
-static uint64_t run_fill(struct loading_run *r, int *errp)
+static int run_fill(void *arg)
 {
+	struct loading_run *r = arg;
 	struct vmp_fileh *fh = r->fh;
 	size_t ps = fh_pagesize(fh);
 	uint64_t end = r->hi;
 	int err;
 
-	r->cur = r->lo;
 	if (r->batch) {
 		__atomic_store_n(&r->next, r->hi, __ATOMIC_SEQ_CST);
 		if (__atomic_load_n(&r->takers, __ATOMIC_SEQ_CST)) {
@@ -155,7 +162,8 @@ static uint64_t run_fill(struct loading_run *r, int *errp)
 		} else if (fh->ops.loadblks(fh->ctx, r->lo, r->hi - r->lo,
 					    r->buf + (r->lo - r->base) * ps) == 0) {
 			r->loaded = r->hi - r->lo;
-			return r->hi;
+			r->cur = r->hi;
+			return 0;
 		} else {
 			r->batch = false;
 			end = r->lo + 1; /* the faulting block alone says why */
@@ -168,13 +176,11 @@ static uint64_t run_fill(struct loading_run *r, int *errp)
 			continue;
 		err = fh->ops.loadblk(fh->ctx, r->cur,
 				      r->buf + (r->cur - r->base) * ps);
-		if (err) {
-			*errp = err < 0 ? err : -EIO;
-			break;
-		}
+		if (err)
+			return err < 0 ? err : -EIO;
 		r->loaded++;
 	}
-	return r->cur;
+	return 0;
 }
 
 /* Write the run's pages[first, end) that are still its own into the memfd,
@@ -212,26 +218,25 @@ static void loading_abandon(struct vmp_page *p, bool punch)
 	page_drop(p);
 }
 
-#define MAX_REMAP_OPS 16 /* mappings of one handle mapped unlocked */
-
 /*
  * Map pages[0..n) (consecutive, written, COMMITTING) in every vma and mark
- * them.  The lock is dropped for the mprotects: other threads' faults go
+ * them (@ops: room for the remap operations, or NULL).  The lock is dropped for the mprotects: other threads' faults go
  * on meanwhile (pages being mapped are PAGE_MAPPING and still LOADING, so
  * faults on them wait, and invalidate waits for them).
  */
 static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
-			 uint64_t n, const struct vmp_page *to)
+			 uint64_t n, const struct vmp_page *to,
+			 struct remap_op *ops)
 {
 	vmp_ram *ram = fh->ram;
-	struct remap_op ops[MAX_REMAP_OPS];
 	uint64_t i;
-	int nops, ret = 0;
+	int nops = -ENOSPC, ret = 0;
 
 	for (i = 0; i < n; i++)
 		pages[i]->flags |= PAGE_MAPPING;
-	nops = fh_remap_plan(fh, pages[0]->index, n, &page_absent, to, ops,
-			     MAX_REMAP_OPS);
+	if (ops)
+		nops = fh_remap_plan(fh, pages[0]->index, n, &page_absent, to,
+				     ops, MAX_REMAP_OPS);
 	if (nops >= 0) {
 		fault_unlock(ram);
 		remap_ops_apply(ops, nops);
@@ -248,6 +253,8 @@ static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 	if (nops < 0) /* mapped many times over: do it under the lock */
 		ret = fh_remap_run(fh, pages[0]->index, n, &page_absent, to);
 
+	if (!ret)
+		ram_loading_done(ram, n << fh->pageshift);
 	for (i = 0; i < n; i++) {
 		struct vmp_page *p = pages[i];
 		if (ret) {
@@ -308,7 +315,8 @@ static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
 		for (; j < end && r->pages[j] &&
 		       !(r->pages[j]->flags & PAGE_INVALIDATED); j++)
 			;
-		int err = install_pages(r->fh, r->pages + i, j - i, &r->to);
+		int err = install_pages(r->fh, r->pages + i, j - i, &r->to,
+					r->ops);
 		if (err && i == 0)
 			ret = err;
 	}
@@ -366,29 +374,24 @@ static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe
 {
 	struct vmp_fileh *fh = r->fh;
 	vmp_ram *ram = fh->ram;
-	size_t bytes = (size_t)(r->hi - r->base) << fh->pageshift;
-	sigset_t segv, saved;
+	size_t bytes = (size_t)(r->hi - r->base) << fh->pageshift, bufsize = 0;
+	enum vmp_fault_what what = VMP_FAULT_LOAD; /* or a nested fault's */
 	uint64_t filled;
 	int err = 0, ret;
 
 	vmp_tls.loading[vmp_tls.nloading++] = r;
 	fault_unlock(ram);
-	r->buf = bounce_get(bytes);
+	r->buf = bounce_get(bytes, &bufsize);
+	r->cur = r->lo;
 	if (!r->buf) {
 		err = -ENOMEM;
 		filled = r->lo;
 	} else if (zero) {
 		memset(r->buf, 0, bytes);
 		filled = r->hi;
-	} else if (vmp_tls.segv_masked) {
-		/* the store may touch other mappings: let their faults in */
-		sigemptyset(&segv);
-		sigaddset(&segv, SIGSEGV);
-		pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
-		filled = run_fill(r, &err);
-		pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	} else {
-		filled = run_fill(r, &err);
+		err = callback_run(run_fill, r, &what);
+		filled = r->cur;
 	}
 	fault_lock(ram);
 	vmp_tls.nloading--;
@@ -403,15 +406,23 @@ static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe
 		bool mine = r->pages[0] && r->pages[0]->state == PAGE_LOADING &&
 			    r->pages[0]->run == r;
 		run_cut(r, filled);
-		return mine ? fail(fe, VMP_FAULT_LOAD, err) : 1;
+		ret = mine ? fail(fe, what, err) : 1;
+	} else {
+		ret = run_commit(r, filled, fe);
+		run_cut(r, filled);
+		ret = ret ? ret : 1;
 	}
-	ret = run_commit(r, filled, fe);
-	run_cut(r, filled);
-	return ret ? ret : 1;
+	if (r->buf && !bounce_put(r->buf, bufsize)) {
+		fault_unlock(ram);
+		bounce_free(r->buf, bufsize);
+		fault_lock(ram);
+	}
+	return ret;
 }
 
 /* Make @n pages from @idx (absent) LOADING in @r, charged to the RAM.
- * ram->lock held.  Returns the count made, or -errno. */
+ * ram->lock held.  Returns the count made, or -errno (-EAGAIN: it waited
+ * for room with the lock dropped, made none; fault again). */
 static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		      struct vmp_fault_error *fe)
 {
@@ -422,11 +433,18 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 
 	for (;;) {
 		long cost = fh_remap_cost(fh, idx, n, &page_absent, &r->to);
-		ret = ram_charge(ram, n << fh->pageshift, cost, &fe->what);
+		/* wait for others' loads to free room, for the page asked for
+		 * only, and never while holding loads ourselves: a thread
+		 * that waits for room holds none, so all loads can finish */
+		bool may_wait = n == 1 && vmp_tls.nloading == 0;
+		ret = ram_charge(ram, n << fh->pageshift, cost, may_wait,
+				 &fe->what);
 		if (!ret || n == 1)
 			break;
 		n = 1; /* too tight for read-ahead: just the page asked for */
 	}
+	if (ret == -EAGAIN)
+		return ret;
 	if (ret)
 		return fail(fe, fe->what, ret);
 	if (pagemap_reserve(&fh->pagemap, n)) {
@@ -446,6 +464,7 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		pagemap_insert(&fh->pagemap, p);
 		r->pages[i] = p;
 	}
+	ram->loading_bytes += i << fh->pageshift;
 	r->base = r->lo = r->cur = idx;
 	r->hi = idx + i;
 	r->next = idx + 1; /* the faulting block is as good as started */
@@ -455,11 +474,12 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 }
 
 static void run_init(struct loading_run *r, struct vmp_fileh *fh,
-		     struct vmp_page **pages)
+		     struct vmp_page **pages, struct remap_op *ops)
 {
 	memset(r, 0, sizeof(*r));
 	r->fh = fh;
 	r->pages = pages;
+	r->ops = ops;
 	r->thread = &vmp_tls;
 	r->owner = thread_tag();
 	/* overlay handles load a page only to write it: it comes in DIRTY */
@@ -470,15 +490,23 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	       struct vmp_fault_error *fe)
 {
 	struct vmp_fileh *fh = v->fh;
-	struct vmp_page *pages[RA_MAX_PAGES];
+	struct load_scratch *scratch;
+	struct vmp_page *one;
 	struct loading_run r;
 	bool overlay = fh->flags & VMP_OVERLAY;
 	long made;
 
 	if (vmp_tls.nloading == MAX_NEST)
 		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
-	run_init(&r, fh, pages);
-	made = run_begin(&r, idx, (overlay || zero) ? 1 : readahead(v, idx), fe);
+	scratch = scratch_get();
+	if (scratch)
+		run_init(&r, fh, scratch->pages, scratch->ops);
+	else
+		run_init(&r, fh, &one, NULL);
+	made = run_begin(&r, idx,
+			 (overlay || zero || !scratch) ? 1 : readahead(v, idx), fe);
+	if (made == -EAGAIN)
+		return 1;
 	if (made < 0)
 		return (int)made;
 	return load_run(&r, zero, fe);
@@ -510,7 +538,7 @@ static int take_check(const struct vmp_page *p, struct vmp_fault_error *fe)
 
 	if (vmp_tls.nloading == MAX_NEST)
 		return fail(fe, VMP_FAULT_RECURSION, -ELOOP);
-	if ((ret = ram_charge(p->fh->ram, 0, cost, &what)))
+	if ((ret = ram_charge(p->fh->ram, 0, cost, false, &what)))
 		return fail(fe, what, ret);
 	return 0;
 }
@@ -523,9 +551,10 @@ static int take_check(const struct vmp_page *p, struct vmp_fault_error *fe)
 static int take_over(struct vmp_page *p, struct vmp_fault_error *fe)
 {
 	struct vmp_fileh *fh = p->fh;
+	struct load_scratch *scratch = scratch_get();
 	struct loading_run r;
 
-	run_init(&r, fh, &p);
+	run_init(&r, fh, &p, scratch ? scratch->ops : NULL);
 	fh->ram->stats.takeovers++;
 	p->run = &r;
 	p->flags &= (uint8_t)~PAGE_INVALIDATED; /* a load that starts after it */

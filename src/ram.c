@@ -277,22 +277,39 @@ static void reclaim_kvmas(vmp_ram *ram, long kvmas)
 	}
 }
 
-int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas,
+static bool over_limit(const vmp_ram *ram, uint64_t bytes)
+{
+	return ram->limit_bytes && ram->used_bytes &&
+	       ram->used_bytes + bytes > ram->limit_bytes;
+}
+
+int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 	       enum vmp_fault_what *what)
 {
 	uint64_t limit = ram->limit_bytes;
 
-	if (limit && ram->used_bytes + bytes > limit && ram->used_bytes) {
+	if (!over_limit(ram, bytes)) {
+		if (bytes)
+			refill_inactive(ram);
+	}
+	while (over_limit(ram, bytes)) {
 		uint64_t need = ram->used_bytes + bytes - limit;
 		/* reclaim in batches: a 32th of the limit at least */
 		uint64_t batch = limit / 32;
 		reclaim_bytes(ram, need > batch ? need : batch);
-		if (ram->used_bytes + bytes > limit && ram->used_bytes) {
+		if (!over_limit(ram, bytes))
+			break;
+		/* Left: dirty pages, and pages other threads are loading,
+		 * which become clean (or dirty) once loaded.  Only dirty ones
+		 * may make a fault fail. */
+		if (!may_wait || !ram->loading_bytes) {
 			*what = VMP_FAULT_MEMLIMIT;
 			return -ENOMEM;
 		}
-	} else if (bytes) {
-		refill_inactive(ram);
+		ram->room_waiters++;
+		pthread_cond_wait(&ram->room_cond, &ram->lock);
+		ram->room_waiters--;
+		return -EAGAIN; /* the world moved meanwhile: look again */
 	}
 	if (over_kvma(kvmas)) {
 		reclaim_kvmas(ram, kvmas);
@@ -311,6 +328,14 @@ void ram_uncharge(vmp_ram *ram, uint64_t bytes)
 {
 	vmp_assert(ram->used_bytes >= bytes);
 	ram->used_bytes -= bytes;
+}
+
+void ram_loading_done(vmp_ram *ram, uint64_t bytes)
+{
+	vmp_assert(ram->loading_bytes >= bytes);
+	ram->loading_bytes -= bytes;
+	if (ram->room_waiters)
+		pthread_cond_broadcast(&ram->room_cond);
 }
 
 /* --- public calls --- */
@@ -384,6 +409,7 @@ VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 		pthread_cond_init(&ram->page_cond[i], NULL);
 	pthread_cond_init(&ram->unmap_cond, NULL);
 	pthread_cond_init(&ram->writeout_cond, NULL);
+	pthread_cond_init(&ram->room_cond, NULL);
 	ram->limit_bytes = limit;
 	list_init(&ram->active);
 	list_init(&ram->inactive);
@@ -397,7 +423,7 @@ VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 
 VMP_EXPORT int vmp_ram_free(vmp_ram *ram)
 {
-	sigset_t saved;
+	struct api_state saved;
 	int ret, i;
 
 	if (!ram)
@@ -414,6 +440,7 @@ VMP_EXPORT int vmp_ram_free(vmp_ram *ram)
 		pthread_cond_destroy(&ram->page_cond[i]);
 	pthread_cond_destroy(&ram->unmap_cond);
 	pthread_cond_destroy(&ram->writeout_cond);
+	pthread_cond_destroy(&ram->room_cond);
 	pthread_mutex_destroy(&ram->lock);
 	free(ram);
 	return 0;
@@ -421,7 +448,7 @@ VMP_EXPORT int vmp_ram_free(vmp_ram *ram)
 
 VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
 {
-	sigset_t saved;
+	struct api_state saved;
 	int ret;
 
 	if (!ram)
@@ -437,7 +464,7 @@ VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
 VMP_EXPORT int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st)
 {
 	struct vmp_fileh *fh;
-	sigset_t saved;
+	struct api_state saved;
 	int ret;
 
 	if (!ram || !st)
@@ -450,6 +477,7 @@ VMP_EXPORT int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st)
 	st->resident_bytes = ram->used_bytes;
 	st->dirty_bytes = ram->dirty_bytes;
 	st->metadata_bytes = ram->pool_bytes;
+	st->buffer_bytes = bounce_total();
 	list_for_each_entry(fh, &ram->filehs, ram_link)
 		st->metadata_bytes += pagemap_bytes(&fh->pagemap);
 	ram_unlock_api(ram, &saved);

@@ -49,11 +49,16 @@ void store_get(struct vmp_store *s)
 
 void store_put(struct vmp_store *s)
 {
+	int cancel;
+
 	if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	/* a cancellation point in release (close) must not leak the store */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	if (s->ops.release)
 		s->ops.release(s->ctx);
 	free(s);
+	pthread_setcancelstate(cancel, NULL);
 }
 
 VMP_EXPORT int vmp_store_free(vmp_store *store)

@@ -89,21 +89,17 @@ void vma_unpin(struct vmp_vma *v)
 		pthread_cond_broadcast(&v->fh->ram->unmap_cond);
 }
 
-/* The write side, for public calls: SIGSEGV blocked while held. */
-static void registry_wrlock(sigset_t *saved)
+/* The write side, for public calls (see api_enter). */
+static void registry_wrlock(struct api_state *saved)
 {
-	sigset_t segv;
-
-	sigemptyset(&segv);
-	sigaddset(&segv, SIGSEGV);
-	pthread_sigmask(SIG_BLOCK, &segv, saved);
+	api_enter(saved);
 	pthread_rwlock_wrlock(&registry.lock);
 }
 
-static void registry_wrunlock(const sigset_t *saved)
+static void registry_wrunlock(const struct api_state *saved)
 {
 	pthread_rwlock_unlock(&registry.lock);
-	pthread_sigmask(SIG_SETMASK, saved, NULL);
+	api_leave(saved);
 }
 
 static int registry_insert(struct vmp_vma *v)
@@ -220,6 +216,21 @@ static int map_base(const struct vmp_fileh *fh, void *addr, uint64_t idx,
 		ret = os_map_zero_fixed((char *)addr + (in_file << fh->pageshift),
 					(size_t)(n - in_file) << fh->pageshift);
 	return ret;
+}
+
+int vma_rebase(struct vmp_vma *v, uint64_t idx, uint64_t max)
+{
+	struct vmp_fileh *fh = v->fh;
+	uint64_t n = 0, end = v->pgoffset + v->npages;
+	int ret;
+
+	while (n < max && idx + n < end && !pagemap_get(&fh->pagemap, idx + n))
+		n++;
+	if (!n)
+		return 0;
+	ret = map_base(fh, (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift)),
+		       idx, n);
+	return ret ? ret : (int)n;
 }
 
 static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
@@ -467,7 +478,7 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 			int prot, void **addrp)
 {
 	struct vmp_vma *v;
-	sigset_t saved;
+	struct api_state saved;
 	uint64_t end_bytes;
 	int ret;
 
@@ -532,7 +543,7 @@ VMP_EXPORT int vmp_munmap(void *addr)
 {
 	struct vmp_vma *v;
 	vmp_ram *ram;
-	sigset_t saved;
+	struct api_state saved;
 
 	if (!addr)
 		return -EINVAL;
