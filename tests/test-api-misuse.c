@@ -173,6 +173,165 @@ static void test_ram_free_busy(void **state)
 		   ram_stats(f->ram).loads * f->ps);
 }
 
+/* --- vmp_store_new, vmp_store_free --------------------------------------- */
+
+/* Bad arguments: -EINVAL, *storep left alone, and no release (the ctx is
+ * still the caller's). */
+static void test_store_new_bad_args(void **state)
+{
+	struct mock *m = mock_new(os_page(), 4, 0);
+	vmp_store_ops no_load = m->ops;
+	vmp_store *s = SENTINEL;
+	size_t ps = os_page();
+	const size_t bad_sizes[] = { 0, 1, ps / 2, ps + 1, 3 * ps, ps * 5,
+				     (size_t)2 * GiB, SIZE_MAX };
+
+	(void)state;
+	no_load.loadblk = NULL;
+	assert_rc(vmp_store_new(NULL, &m->ops, m, ps), -EINVAL);
+	assert_rc(vmp_store_new(&s, NULL, m, ps), -EINVAL);
+	assert_rc(vmp_store_new(&s, &no_load, m, ps), -EINVAL);
+	for (size_t i = 0; i < ARRAY_LEN(bad_sizes); i++) {
+		int rc = vmp_store_new(&s, &m->ops, m, bad_sizes[i]);
+
+		if (rc != -EINVAL)
+			fail_msg("vmp_store_new(blksize %zu) returned %s, "
+				 "expected -EINVAL", bad_sizes[i], errname(rc));
+	}
+	assert_ptr_equal(s, SENTINEL);
+	assert_u64(m->releases, 0);
+
+	/* The bounds themselves are block sizes: 1 GiB is the largest. */
+	assert_ok(vmp_store_new(&s, &m->ops, m, 1 * GiB));
+	assert_ok(vmp_store_free(s));
+	assert_u64(m->releases, 1);
+	mock_free(m);
+}
+
+static void test_store_free_null(void **state)
+{
+	(void)state;
+	assert_rc(vmp_store_free(NULL), -EINVAL);
+}
+
+/* Map @fh, prefault page @pg for writing, check it, change it and commit:
+ * the store's callbacks, and their ctx, still serve the handle. */
+static void use_handle(struct mock *m, vmp_fileh *fh, uint64_t pg)
+{
+	char *p = map_pages(fh, 0, 8, PROT_READ | PROT_WRITE);
+
+	assert_ok(vmp_prefault(p + pg * os_page(), os_page(), 1));
+	assert_int_equal(mock_check(m, pg, p + pg * os_page()), 0);
+	p[pg * os_page()] ^= 1;
+	assert_ok(vmp_writeout(fh, VMP_WRITEOUT_STORE |
+				   VMP_WRITEOUT_MARKSTORED));
+	assert_int_equal(mock_check(m, pg, p + pg * os_page()), 0);
+	assert_ok(vmp_munmap(p));
+}
+
+/* ops->release runs exactly once, when both the program freed the store
+ * and its last handle closed, whichever comes last; until then the
+ * handles work. */
+static void test_store_release_once(void **state)
+{
+	struct mock *m;
+	vmp_ram *ram;
+	vmp_fileh *a, *b, *c;
+
+	(void)state;
+	assert_ok(vmp_ram_new(&ram, 0));
+
+	/* Freed before its handle closes. */
+	m = mock_new(os_page(), 8, 0);
+	a = open_fh(ram, m, 0);
+	mock_store_free(m);
+	assert_u64(m->releases, 0);
+	use_handle(m, a, 1);
+	assert_u64(m->releases, 0);
+	assert_ok(vmp_fileh_close(a));
+	assert_u64(m->releases, 1);
+	mock_free(m);
+
+	/* Freed after. */
+	m = mock_new(os_page(), 8, 0);
+	a = open_fh(ram, m, 0);
+	use_handle(m, a, 2);
+	assert_ok(vmp_fileh_close(a));
+	assert_u64(m->releases, 0);
+	mock_store_free(m);
+	assert_u64(m->releases, 1);
+	mock_free(m);
+
+	/* Several handles, freed between their closes. */
+	m = mock_new(os_page(), 8, 0);
+	a = open_fh(ram, m, 0);
+	b = open_fh(ram, m, 0);
+	c = open_fh(ram, m, 0);
+	assert_ok(vmp_fileh_close(b));
+	mock_store_free(m);
+	assert_ok(vmp_fileh_close(a));
+	assert_u64(m->releases, 0);
+	use_handle(m, c, 3);
+	assert_ok(vmp_fileh_close(c));
+	assert_u64(m->releases, 1);
+	mock_free(m);
+
+	/* Never opened: at once. */
+	m = mock_new(os_page(), 8, 0);
+	mock_store_free(m);
+	assert_u64(m->releases, 1);
+	mock_free(m);
+
+	assert_ok(vmp_ram_free(ram));
+}
+
+/* In a forked child the parent's store is not the child's: -ECHILD from
+ * vmp_store_free and from vmp_fileh_open (on a RAM of the child), and
+ * nothing released; a store of the child's own works. */
+static void child_parent_store(void *arg)
+{
+	struct mock *m = arg;
+	vmp_fileh *fh = SENTINEL;
+	vmp_store *own;
+	vmp_ram *ram;
+
+	child_check_rc(vmp_ram_new(&ram, 0), 0);
+	child_check_rc(vmp_fileh_open(&fh, ram, m->store, 0), -ECHILD);
+	child_check(fh == SENTINEL);
+	child_check_rc(vmp_store_free(m->store), -ECHILD);
+	child_check(m->releases == 0);
+
+	child_check_rc(vmp_store_new(&own, &m->ops, m, os_page()), 0);
+	child_check_rc(vmp_fileh_open(&fh, ram, own, 0), 0);
+	child_check_rc(vmp_fileh_close(fh), 0);
+	child_check_rc(vmp_store_free(own), 0);
+	child_check(m->releases == 1);
+	child_check_rc(vmp_ram_free(ram), 0);
+}
+
+static void test_store_fork_child(void **state)
+{
+	struct mock *m = mock_new(os_page(), 8, 0);
+	struct child_result r;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+
+	(void)state;
+	assert_ok(vmp_ram_new(&ram, 0));
+	fh = open_fh(ram, m, 0);
+	run_child(child_parent_store, m, &r);
+	assert_child_exited_ok(&r);
+	/* The parent's store and handle are as they were. */
+	assert_u64(m->releases, 0);
+	use_handle(m, fh, 4);
+	assert_ok(vmp_fileh_close(fh));
+	assert_u64(m->releases, 0);
+	mock_store_free(m);
+	assert_u64(m->releases, 1);
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 /* --- vmp_fileh_open ------------------------------------------------------- */
 
 /* Open must fail with @want, leave *fhp alone, register nothing with the RAM
@@ -670,6 +829,10 @@ int main(void)
 		cmocka_unit_test(test_ram_calls_null),
 		T(test_ram_stats_null_out),
 		T(test_ram_free_busy),
+		cmocka_unit_test(test_store_new_bad_args),
+		cmocka_unit_test(test_store_free_null),
+		cmocka_unit_test(test_store_release_once),
+		cmocka_unit_test(test_store_fork_child),
 		cmocka_unit_test(test_fileh_open_bad_args),
 		cmocka_unit_test(test_fileh_open_base_error),
 		cmocka_unit_test(test_fileh_release_once),

@@ -647,6 +647,7 @@ static void child_calls_echild(void *arg)
 	child_check_rc(vmp_ram_stats(o->ram, &st), -ECHILD);
 	child_check_rc(vmp_ram_reclaim(o->ram, 4096), -ECHILD);
 	child_check_rc(vmp_fileh_open(&fh, o->ram, o->m->store, 0), -ECHILD);
+	child_check_rc(vmp_store_free(o->m->store), -ECHILD);
 	child_check_rc(vmp_fileh_dirty_count(o->fh, &n), -ECHILD);
 	child_check_rc(vmp_mmap(o->fh, 0, 1, PROT_READ, &addr), -ECHILD);
 	child_check_rc(vmp_writeout(o->fh, VMP_WRITEOUT_STORE), -ECHILD);

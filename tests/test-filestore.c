@@ -293,6 +293,110 @@ static void test_write_past_eof_overlay(void **state)
 	overlay_in_child(child_overlay_write_past_eof);
 }
 
+/*
+ * A writeout never grows the file because of zeros: a block reaching past
+ * the end is written up to the end of the file or to its last non-zero
+ * byte, whichever is further.  A file of 3 blocks and 100 bytes, as a
+ * program's file is, not a multiple of the block size.
+ */
+static void check_size_rule(size_t ps, unsigned flags)
+{
+	const uint64_t size = 3 * ps + 100;
+	const int rw = PROT_READ | PROT_WRITE;
+	const unsigned commit = VMP_WRITEOUT_STORE | VMP_WRITEOUT_MARKSTORED;
+	struct fs f;
+	char *p, *buf = fs_open_buf(&f, size, ps, flags);
+
+	p = map_pages(f.fh, 0, 6, rw);
+
+	/* A change inside the last, partial block: the size stays. */
+	p[3 * ps + 50] = 'A';
+	assert_ok(vmp_writeout(f.fh, commit));
+	assert_u64(file_size(f.fd), size);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(3 * ps)), 100);
+	assert_int_equal(buf[50], 'A');
+	buf[50] = (char)gen_byte(3, 50, 0);
+	assert_int_equal(gen_check(buf, 96, 3, 0), 0);
+	for (size_t i = 96; i < 100; i++)
+		assert_int_equal((uint8_t)buf[i], gen_byte(3, i, 0));
+
+	/* Non-zero bytes past the end, in the last block: the file grows to
+	 * the last of them, the gap reads as zeros. */
+	p[3 * ps + 200] = 'C';
+	p[3 * ps + 300] = 'B';
+	assert_ok(vmp_writeout(f.fh, commit));
+	assert_u64(file_size(f.fd), 3 * ps + 301);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(3 * ps)), 301);
+	assert_int_equal(buf[50], 'A');
+	assert_true(all_zero(buf + 100, 100));
+	assert_int_equal(buf[200], 'C');
+	assert_true(all_zero(buf + 201, 99));
+	assert_int_equal(buf[300], 'B');
+
+	/* Only zeros past the end, in the last block and in a block wholly
+	 * past it: written out, and the size stays. */
+	p[3 * ps + 1000] = 0;
+	p[5 * ps + 9] = 0;
+	assert_u64(dirty_count(f.fh), 2);
+	assert_ok(vmp_writeout(f.fh, commit));
+	assert_u64(dirty_count(f.fh), 0);
+	assert_u64(file_size(f.fd), 3 * ps + 301);
+
+	/* A non-zero byte in a block wholly past the end: the file grows to
+	 * it; the hole before it reads as zeros, in the file and mapped. */
+	p[5 * ps + 7] = 'D';
+	assert_ok(vmp_writeout(f.fh, commit));
+	assert_u64(file_size(f.fd), 5 * ps + 8);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(3 * ps)), (ssize_t)ps);
+	assert_int_equal(buf[300], 'B');
+	assert_true(all_zero(buf + 301, ps - 301));
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(4 * ps)), (ssize_t)ps);
+	assert_true(all_zero(buf, ps));
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(5 * ps)), 8);
+	assert_true(all_zero(buf, 7));
+	assert_int_equal(buf[7], 'D');
+	assert_true(all_zero(p + 4 * ps, ps));
+	assert_int_equal(p[3 * ps + 300], 'B');
+
+	/* Bytes in the file are the file's: zeroing its last byte keeps
+	 * the size. */
+	p[5 * ps + 7] = 0;
+	assert_ok(vmp_writeout(f.fh, commit));
+	assert_u64(file_size(f.fd), 5 * ps + 8);
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(5 * ps)), 8);
+	assert_true(all_zero(buf, 8));
+	/* and the blocks before the last one were never touched */
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)(2 * ps)), (ssize_t)ps);
+	assert_int_equal(gen_check(buf, ps, 2, 0), 0);
+
+	assert_ok(vmp_munmap(p));
+	fs_close(&f);
+	free(buf);
+}
+
+static void test_size_rule(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_size_rule(os_page(), 0);
+	check_size_rule(64 * KiB, 0);
+}
+
+/* In a child: a kernel SIGBUS past the end of the base file must be a
+ * clear failure, not the end of this test program. */
+static void child_overlay_size_rule(void *arg)
+{
+	(void)arg;
+	child_check_rc(vmp_fault_handler_install(), 0);
+	check_size_rule(os_page(), VMP_OVERLAY);
+}
+
+static void test_size_rule_overlay(void **state)
+{
+	(void)state;
+	overlay_in_child(child_overlay_size_rule);
+}
+
 static void test_writeout_goes_to_file(void **state)
 {
 	(void)state;
@@ -352,18 +456,21 @@ static void test_file_store_bad_args(void **state)
 	const size_t ps = os_page();
 	int fd = temp_file(ps, ps);
 	int closed = dup(fd);
-	int wronly;
+	int wronly, append;
 	char path[64];
 	/* a failed call must leave *storep alone */
 	vmp_store *const unset = (vmp_store *)(uintptr_t)0x5a5a5a5a5a5a5a5aull;
 	vmp_store *s = unset;
-	const size_t bad_sizes[] = { 0, 1, ps / 2, ps + 1, 3 * ps };
+	const size_t bad_sizes[] = { 0, 1, ps / 2, ps + 1, 3 * ps,
+				     (size_t)2 * GiB, SIZE_MAX };
 
 	(void)state;
 	close(closed);
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	wronly = open(path, O_WRONLY | O_CLOEXEC);
 	assert_true(wronly >= 0);
+	append = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+	assert_true(append >= 0);
 
 	assert_rc(vmp_file_store_new(NULL, fd, ps), -EINVAL);
 	assert_rc(vmp_file_store_new(&s, -1, ps), -EINVAL);
@@ -375,10 +482,14 @@ static void test_file_store_bad_args(void **state)
 			fail_msg("vmp_file_store_new(blksize %zu) returned %s",
 				 bad_sizes[i], errname(rc));
 	}
+	/* pwrite on an O_APPEND fd appends: blocks would land at the end. */
+	assert_rc(vmp_file_store_new(&s, append, ps), -EINVAL);
 	assert_rc(vmp_file_store_new(&s, closed, ps), -EBADF);
 	assert_rc(vmp_file_store_new(&s, wronly, ps), -EBADF);
 	assert_ptr_equal(s, unset);
+	/* (FD_CHECKED: no duplicate of an fd was left open.) */
 
+	close(append);
 	close(wronly);
 	close(fd);
 }
@@ -434,6 +545,140 @@ static void test_two_handles(void **state)
 	fs_close(&f);
 }
 
+/* --- the store's lifetime ------------------------------------------------- */
+
+/*
+ * Open, close, open again on one store: the program holds it, so the store
+ * and its file outlive the handles.  Between the rounds, after the close,
+ * the last round's other file store is freed and a new one made and used:
+ * either may take the memory of whatever was freed too early (it did once:
+ * the next handle read and wrote that other file).  Its file is empty, so
+ * its zeros cannot pass for the first file's bytes.
+ */
+static void test_reopen_after_close(void **state)
+{
+	const size_t ps = os_page();
+	const unsigned commit = VMP_WRITEOUT_STORE | VMP_WRITEOUT_MARKSTORED;
+	int other_fd = temp_file(0, ps);
+	vmp_store *other = NULL;
+	struct fs f;
+	char *p, *buf = fs_open_buf(&f, 4 * ps, ps, 0);
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	for (int round = 0; round < 3; round++) {
+		vmp_fileh *ofh;
+		char *q;
+
+		if (round > 0)
+			assert_ok(vmp_fileh_open(&f.fh, f.ram, f.store, 0));
+		p = map_pages(f.fh, 0, 4, PROT_READ | PROT_WRITE);
+		/* the file's bytes, with the earlier rounds' commits */
+		for (int r = 0; r < round; r++)
+			assert_int_equal(p[ps + r], 'a' + r);
+		assert_int_equal(gen_check(p + 2 * ps, ps, 2, 0), 0);
+		p[ps + round] = (char)('a' + round);
+		assert_ok(vmp_writeout(f.fh, commit));
+		assert_ok(vmp_munmap(p));
+		assert_ok(vmp_fileh_close(f.fh));
+
+		if (other)
+			assert_ok(vmp_store_free(other));
+		assert_ok(vmp_file_store_new(&other, other_fd, ps));
+		assert_ok(vmp_fileh_open(&ofh, f.ram, other, 0));
+		q = map_pages(ofh, 0, 2, PROT_READ | PROT_WRITE);
+		assert_true(all_zero(q, 2 * ps));
+		assert_ok(vmp_munmap(q));
+		assert_ok(vmp_fileh_close(ofh));
+	}
+	assert_ok(vmp_store_free(other));
+	/* Every commit is in the store's file, none in the other one. */
+	assert_int_equal(pread(f.fd, buf, ps, (off_t)ps), (ssize_t)ps);
+	assert_memory_equal(buf, "abc", 3);
+	buf[0] = (char)gen_byte(1, 0, 0);
+	buf[1] = (char)gen_byte(1, 1, 0);
+	buf[2] = (char)gen_byte(1, 2, 0);
+	assert_int_equal(gen_check(buf, ps, 1, 0), 0);
+	assert_u64(file_size(f.fd), 4 * ps);
+	assert_u64(file_size(other_fd), 0);
+
+	/* fs_close closes the handle: open one for it. */
+	assert_ok(vmp_fileh_open(&f.fh, f.ram, f.store, 0));
+	fs_close(&f);
+	close(other_fd);
+	free(buf);
+}
+
+/*
+ * The store reads and writes its own duplicate of the fd: the caller may
+ * close its fd at once.  The number is then taken by another file, which a
+ * store that kept the number would read and write instead.
+ */
+static void check_fd_closed_at_once(unsigned flags)
+{
+	const size_t ps = os_page();
+	int fd = temp_file(4 * ps, ps);
+	int keep = dup(fd); /* to look at the file */
+	int other, rc;
+	vmp_store *s;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *p, *buf = malloc(ps);
+
+	assert_non_null(buf);
+	assert_true(keep >= 0);
+	assert_ok(vmp_file_store_new(&s, fd, ps));
+	assert_int_equal(close(fd), 0);
+	other = temp_file(0, ps);
+	assert_ok(vmp_ram_new(&ram, 0));
+	rc = vmp_fileh_open(&fh, ram, s, flags);
+	if ((flags & VMP_OVERLAY) && (rc == -EINVAL || rc == -EOPNOTSUPP)) {
+		assert_ok(vmp_store_free(s));
+		assert_ok(vmp_ram_free(ram));
+		close(other);
+		close(keep);
+		free(buf);
+		skip();
+	}
+	assert_ok(rc);
+	assert_ok(vmp_store_free(s)); /* the handle holds it */
+
+	p = map_pages(fh, 0, 4, PROT_READ | PROT_WRITE);
+	for (uint64_t b = 0; b < 4; b++)
+		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
+	p[2 * ps + 1] = 'c';
+	assert_ok(vmp_writeout(fh, VMP_WRITEOUT_STORE |
+				   VMP_WRITEOUT_MARKSTORED));
+	assert_int_equal(pread(keep, buf, ps, (off_t)(2 * ps)), (ssize_t)ps);
+	assert_int_equal(buf[1], 'c');
+	buf[1] = (char)gen_byte(2, 1, 0);
+	assert_int_equal(gen_check(buf, ps, 2, 0), 0);
+	assert_int_equal(p[2 * ps + 1], 'c');
+	assert_u64(file_size(other), 0);
+	assert_u64(file_size(keep), 4 * ps);
+
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	close(other);
+	close(keep);
+	free(buf);
+}
+
+static void test_fd_closed_at_once(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_fd_closed_at_once(0);
+}
+
+static void test_fd_closed_at_once_overlay(void **state)
+{
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	check_fd_closed_at_once(VMP_OVERLAY);
+}
+
 FD_CHECKED(test_bytes)
 FD_CHECKED(test_bytes_overlay)
 FD_CHECKED(test_past_eof_zeros)
@@ -442,10 +687,15 @@ FD_CHECKED(test_writeout_goes_to_file)
 FD_CHECKED(test_writeout_goes_to_file_overlay)
 FD_CHECKED(test_write_past_eof)
 FD_CHECKED(test_write_past_eof_overlay)
+FD_CHECKED(test_size_rule)
+FD_CHECKED(test_size_rule_overlay)
 FD_CHECKED(test_readonly_fd)
 FD_CHECKED(test_file_store_bad_args)
 FD_CHECKED(test_release_without_handle)
 FD_CHECKED(test_two_handles)
+FD_CHECKED(test_reopen_after_close)
+FD_CHECKED(test_fd_closed_at_once)
+FD_CHECKED(test_fd_closed_at_once_overlay)
 
 int main(void)
 {
@@ -458,10 +708,15 @@ int main(void)
 		FD_TEST(test_writeout_goes_to_file_overlay),
 		FD_TEST(test_write_past_eof),
 		FD_TEST(test_write_past_eof_overlay),
+		FD_TEST(test_size_rule),
+		FD_TEST(test_size_rule_overlay),
 		FD_TEST(test_readonly_fd),
 		FD_TEST(test_file_store_bad_args),
 		FD_TEST(test_release_without_handle),
 		FD_TEST(test_two_handles),
+		FD_TEST(test_reopen_after_close),
+		FD_TEST(test_fd_closed_at_once),
+		FD_TEST(test_fd_closed_at_once_overlay),
 	};
 
 	if (vmp_fault_handler_install() == -ENOSYS)
