@@ -120,12 +120,12 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 		return ret;
 	if (!fhp || !ram || !store)
 		return -EINVAL;
-	if ((flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD)) ||
-	    ((flags & VMP_OVERLAY) && !store->ops.base))
-		return -EINVAL;
 	if ((ret = check_fork(ram->fork_gen)) ||
 	    (ret = check_fork(store->fork_gen)))
 		return ret;
+	if ((flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD)) ||
+	    ((flags & VMP_OVERLAY) && !store->ops.base))
+		return -EINVAL;
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;

@@ -22,8 +22,9 @@
 struct file_store {
 	int fd;         /* our own duplicate, closed at release */
 	unsigned shift; /* log2(blksize) */
-	uint64_t size;  /* atomic: the file is at least this long (it grows
-			   under us, and only then is this stale) */
+	uint64_t size;  /* atomic: the file is at least this long: read at
+			   each writeout_begin, raised by our writes (a file
+			   grown by others since only costs an fstat) */
 };
 
 /*
@@ -114,6 +115,18 @@ static int file_storeblk(void *ctx, uint64_t blk, const void *buf)
 	return 0;
 }
 
+/* A writeout begins: the program may have cut the file short since. */
+static int file_writeout_begin(void *ctx)
+{
+	struct file_store *fs = ctx;
+	uint64_t size;
+	int ret = os_file_size(fs->fd, &size);
+
+	if (!ret)
+		__atomic_store_n(&fs->size, size, __ATOMIC_RELAXED);
+	return ret;
+}
+
 static int file_base(void *ctx, int *fd, off_t *offset)
 {
 	struct file_store *fs = ctx;
@@ -135,6 +148,7 @@ static const vmp_store_ops file_ops_rw = {
 	.loadblk = file_loadblk,
 	.loadblks = file_loadblks,
 	.storeblk = file_storeblk,
+	.writeout_begin = file_writeout_begin,
 	.release = file_release,
 	.base = file_base,
 };

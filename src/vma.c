@@ -189,32 +189,31 @@ static long boundary_delta(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 }
 
 /*
- * Show the base file for pages [idx, idx+n) at @addr.  Pages wholly past
- * its end would raise SIGBUS in a kernel mapping; they show zeros instead,
- * as the file store reads them, until they are mapped again.
+ * Show the base file for pages [idx, idx+n) at @addr.  OS pages wholly past
+ * its end would raise SIGBUS in a kernel mapping (also inside a block the
+ * file ends in, when blocks are larger than OS pages); they show zeros
+ * instead, as the file store reads them, until they are mapped again.
  */
 static int map_base(const struct vmp_fileh *fh, void *addr, uint64_t idx,
 		    uint64_t n)
 {
-	uint64_t size, in_file = 0;
+	uint64_t size, start = fh->base_off + (idx << fh->pageshift);
+	size_t len = (size_t)n << fh->pageshift, in_file = 0;
 	int ret = os_file_size(fh->base_fd, &size);
 
 	if (ret)
 		return ret;
-	if (size > fh->base_off) {
-		/* pages that hold at least one byte of the file */
-		uint64_t file_pages = (size - fh->base_off + fh_pagesize(fh) - 1) >>
-				      fh->pageshift;
-		in_file = file_pages > idx ? file_pages - idx : 0;
-		in_file = in_file < n ? in_file : n;
+	if (size > start) {
+		/* the OS pages that hold at least one byte of the file */
+		uint64_t bytes = (size - start + os_page_size - 1) &
+				 ~(uint64_t)(os_page_size - 1);
+		in_file = bytes < len ? (size_t)bytes : len;
 	}
 	if (in_file &&
-	    (ret = os_map_fixed(addr, (size_t)in_file << fh->pageshift, PROT_READ,
-				fh->base_fd, fh->base_off + (idx << fh->pageshift))))
+	    (ret = os_map_fixed(addr, in_file, PROT_READ, fh->base_fd, start)))
 		return ret;
-	if (in_file < n)
-		ret = os_map_zero_fixed((char *)addr + (in_file << fh->pageshift),
-					(size_t)(n - in_file) << fh->pageshift);
+	if (in_file < len)
+		ret = os_map_zero_fixed((char *)addr + in_file, len - in_file);
 	return ret;
 }
 
