@@ -519,7 +519,9 @@ int vmp_guard(int (*fn)(void *arg), void *arg);
  *         0: @p addr is not in a libvmpage mapping, nothing was done;
  *         negative errno: ours, but it could not be served (the handle's
  *         error handler and vmp_guard have had their chance; no message
- *         was printed and no SIGBUS raised).
+ *         was printed and no SIGBUS raised).  Inside a store callback such
+ *         a fault makes the callback fail instead (see vmp_guard): it does
+ *         not return.
  */
 int vmp_handle_fault(void *addr);
 

@@ -22,6 +22,7 @@ static int init_error;
 
 static void fork_prepare(void)
 {
+	fault_fork_prepare();
 	registry_fork_prepare();
 	waits_fork_prepare();
 	bounce_fork_prepare();
@@ -32,6 +33,7 @@ static void fork_parent(void)
 	bounce_fork_parent();
 	waits_fork_parent();
 	registry_fork_parent();
+	fault_fork_parent();
 }
 
 static void fork_child(void)
@@ -40,6 +42,7 @@ static void fork_child(void)
 	bounce_fork_child();
 	waits_fork_child();
 	registry_fork_child();
+	fault_fork_child();
 }
 
 static void init_global(void)

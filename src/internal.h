@@ -362,6 +362,9 @@ extern const struct vmp_page page_absent; /* how a missing page shows */
 /* Install the SIGSEGV handler, unless the program has put its own in place
  * of ours since (it chains to vmp_handle_fault, or re-arms us itself). */
 void fault_handler_arm(void);
+void fault_fork_prepare(void);
+void fault_fork_parent(void);
+void fault_fork_child(void);
 /* True if this thread is serving a fault on the vma starting at @start. */
 bool fault_in_progress_on(uintptr_t start);
 

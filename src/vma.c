@@ -45,9 +45,10 @@ void registry_fork_parent(void)
 
 void registry_fork_child(void)
 {
-	/* The child has none of the mappings: forget them (their structs are
-	 * the parent's business and are leaked here). */
+	/* The child has none of the mappings: forget them (their structs stay
+	 * on the parent's handles, which the child cannot close). */
 	pthread_rwlock_init(&registry.lock, NULL);
+	free(registry.vmas);
 	registry.vmas = NULL;
 	registry.n = registry.cap = 0;
 	vmp_kvma_used = 0;
