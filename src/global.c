@@ -22,27 +22,27 @@ static int init_error;
 
 static void fork_prepare(void)
 {
-	fault_fork_prepare();
 	registry_fork_prepare();
 	waits_fork_prepare();
 	bounce_fork_prepare();
+	fault_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+	fault_fork_parent();
 	bounce_fork_parent();
 	waits_fork_parent();
 	registry_fork_parent();
-	fault_fork_parent();
 }
 
 static void fork_child(void)
 {
 	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
+	fault_fork_child();
 	bounce_fork_child();
 	waits_fork_child();
 	registry_fork_child();
-	fault_fork_child();
 }
 
 static void init_global(void)
