@@ -29,7 +29,9 @@
  *   VMP_OVERLAY).  Signals that are not for its mappings go to the action
  *   it displaced when it was (re)installed, as if it were not there: a
  *   handler the program or its runtime had before keeps working, and gets
- *   the SIGBUS of a fault that cannot be served.  A program that installs
+ *   the SIGBUS of a fault that cannot be served (it runs on the faulting
+ *   thread's stack: SA_ONSTACK of the displaced action is not honoured).
+ *   A program that installs
  *   its own SIGSEGV handler afterwards must call vmp_handle_fault() from
  *   it, or call vmp_fault_handler_install() again to re-arm ours.  (A program that uses
  *   libsigsegv itself must chain through vmp_handle_fault: libsigsegv has
@@ -391,7 +393,9 @@ int vmp_munmap(void *addr);
  * (and with @p write, dirty): as many as touching them would have.  No fault
  * error handler or guard is involved: the error is returned.
  * @return 0, -EINVAL (range not inside one mapping, write on a read-only
- *         mapping), the fault's error (loadblk's errno, -ENOMEM).
+ *         mapping), the fault's error (loadblk's errno, -ENOMEM; -ELOOP
+ *         or -EDEADLK called from a loadblk nested too deep or loading a
+ *         page of the range).
  */
 int vmp_prefault(const void *addr, size_t len, int write);
 
@@ -456,7 +460,9 @@ enum vmp_fault_what {
 				    cannot be dropped: dirty ones, and ones
 				    other threads are loading */
 	VMP_FAULT_MAPLIMIT,    /**< the kernel refused a mapping (VMA limit) */
-	VMP_FAULT_RECURSION,   /**< loadblk touched the page it is loading */
+	VMP_FAULT_RECURSION,   /**< loadblk touched the page it is loading
+				    (-EDEADLK: also a cycle of loads), or
+				    loads nested more than 16 deep (-ELOOP) */
 };
 
 /** Describes a fault that could not be served. */
@@ -507,7 +513,10 @@ int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
  * mapping during vmp_writeout) is caught by a guard set inside that
  * callback, or else makes the callback fail with its errno: the load or
  * the writeout around it then fails cleanly, and a guard around that sees
- * its error (vmp_writeout returns it).
+ * its error (vmp_writeout returns it).  fn must end by returning or by
+ * such a failed fault: a siglongjmp of the program's own out of fn (from
+ * the fault error handler, say) leaves the guard set, and a later failed
+ * fault would jump into its dead frame.
  * @return fn's value, the fault's -errno, -EINVAL (NULL).
  */
 int vmp_guard(int (*fn)(void *arg), void *arg);

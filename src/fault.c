@@ -47,6 +47,7 @@ __thread struct fault_tls vmp_tls __attribute__((tls_model("initial-exec")));
  */
 struct entry_state {
 	uint64_t cb_mask;
+	uint64_t fault_mask; /* the faulting code's own mask, as it was */
 	bool cb_swap;
 	siginfo_t *sig_info;
 	void *sig_uc;
@@ -56,6 +57,7 @@ struct entry_state {
 static void entry_save(struct entry_state *e)
 {
 	e->cb_mask = vmp_tls.cb_mask;
+	e->fault_mask = vmp_tls.fault_mask;
 	e->cb_swap = vmp_tls.cb_swap;
 	e->sig_info = vmp_tls.sig_info;
 	e->sig_uc = vmp_tls.sig_uc;
@@ -65,6 +67,7 @@ static void entry_save(struct entry_state *e)
 static void entry_restore(const struct entry_state *e)
 {
 	vmp_tls.cb_mask = e->cb_mask;
+	vmp_tls.fault_mask = e->fault_mask;
 	vmp_tls.cb_swap = e->cb_swap;
 	vmp_tls.sig_info = e->sig_info;
 	vmp_tls.sig_uc = e->sig_uc;
@@ -97,6 +100,8 @@ struct callback_frame {
 	sigjmp_buf env;
 	int err;                  /* the failed fault's, when jumped to */
 	enum vmp_fault_what what; /* and what failed in it */
+	uint64_t fault_mask;      /* and the mask the callback had then */
+	int saved_errno;          /* errno before: callbacks leave it */
 	unsigned level;
 	uint64_t outer_mask; /* the mask around it, if entry.cb_swap */
 	struct entry_state entry;
@@ -134,6 +139,7 @@ int callback_run(int (*fn)(void *arg), void *arg, enum vmp_fault_what *what)
 	struct callback_frame f;
 	int ret;
 
+	f.saved_errno = errno;
 	f.prev = vmp_tls.frame;
 	f.level = vmp_tls.level;
 	entry_save(&f.entry);
@@ -148,12 +154,17 @@ int callback_run(int (*fn)(void *arg), void *arg, enum vmp_fault_what *what)
 		ret = f.err; /* a fault inside fn failed: fn is abandoned */
 		if (what)
 			*what = f.what;
+		/* we come from inside its signal handler: put back the mask
+		 * fn ran with (below, the one around it) */
+		if (!f.entry.cb_swap)
+			(void)mask_set(f.fault_mask);
 	}
 	vmp_tls.frame = f.prev;
 	vmp_tls.level = f.level;
 	entry_restore(&f.entry);
 	if (f.entry.cb_swap)
 		(void)mask_set(f.outer_mask);
+	errno = f.saved_errno;
 	return ret;
 }
 
@@ -354,6 +365,10 @@ static int fault_serve(void *addr)
 		errarg = v->fh->errarg;
 		overlay = v->fh->flags & VMP_OVERLAY;
 		vma_unpin(v);
+		if (vmp_tls.room_wait) { /* pin let go: nobody waits for us */
+			ram_wait_room(ram);
+			vmp_tls.room_wait = NULL;
+		}
 		fault_unlock(ram);
 		if (ret >= 0 || zero || !errfn)
 			break;
@@ -383,6 +398,7 @@ static int fault_serve(void *addr)
 	if (vmp_tls.level) {
 		vmp_tls.frame->err = ret;
 		vmp_tls.frame->what = fe.what;
+		vmp_tls.frame->fault_mask = vmp_tls.fault_mask;
 		siglongjmp(vmp_tls.frame->env, 1);
 	}
 	return ret;
@@ -510,11 +526,14 @@ static int on_sigsegv(void *fault_address, int serious)
 
 	if (ret > 0)
 		return 1;
-	if (ret == 0)
-		return serious && !vmp_tls.locked ?
-			       chain_displaced(SEGV, vmp_tls.sig_info,
-					       vmp_tls.sig_uc) :
-			       0;
+	if (ret == 0) {
+		siginfo_t *info = vmp_tls.sig_info;
+		void *uc = vmp_tls.sig_uc;
+		if (!serious || vmp_tls.locked)
+			return 0;
+		entry_leave_for_program(); /* its handler may siglongjmp */
+		return chain_displaced(SEGV, info, uc);
+	}
 	entry_leave_for_program(); /* its SIGBUS handler may siglongjmp */
 	report_and_raise_sigbus(&vmp_tls.last_error);
 	return 1; /* a SIGBUS handler returned: retry, as the kernel would */
@@ -537,7 +556,9 @@ static void on_signal(int sig, siginfo_t *info, void *uc)
 	struct entry_state outer;
 
 	entry_begin(&outer);
-	vmp_tls.cb_mask = mask_word(&((ucontext_t *)uc)->uc_sigmask) & ~SEGV_BIT;
+	vmp_tls.raising = false; /* a raise left by siglongjmp is over */
+	vmp_tls.fault_mask = mask_word(&((ucontext_t *)uc)->uc_sigmask);
+	vmp_tls.cb_mask = vmp_tls.fault_mask & ~SEGV_BIT;
 	vmp_tls.cb_swap = true; /* the handler's mask adds sa_mask */
 	vmp_tls.sig_info = info;
 	vmp_tls.sig_uc = uc;
@@ -550,7 +571,7 @@ static void on_signal(int sig, siginfo_t *info, void *uc)
  * A SIGBUS in an overlay mapping: its base file was cut short under it, and
  * the kernel has no page for the mapping.  Show what the file store reads
  * there, zeros (and the file's bytes again where it has grown back), for
- * the clean pages from there on.  True if served.
+ * the clean pages from there on.  True if served (see vma_overlay_sigbus).
  */
 static bool serve_overlay_sigbus(void *addr)
 {
@@ -564,7 +585,7 @@ static bool serve_overlay_sigbus(void *addr)
 	ram = v->fh->ram;
 	fault_lock(ram);
 	if (v->fh->flags & VMP_OVERLAY)
-		ret = vma_rebase(v, page_of(v, a), 512);
+		ret = vma_overlay_sigbus(v, a);
 	vma_unpin(v);
 	fault_unlock(ram);
 	return ret > 0;
@@ -577,9 +598,11 @@ static void on_sigbus(int sig, siginfo_t *info, void *uc)
 {
 	int saved_errno = errno;
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	bool raised = vmp_tls.raising; /* ours, from report_and_raise_sigbus */
 
 	(void)sig;
-	if (!vmp_tls.raising && info->si_code == BUS_ADRERR &&
+	vmp_tls.raising = false;
+	if (!raised && info->si_code == BUS_ADRERR &&
 	    serve_overlay_sigbus(info->si_addr)) {
 		errno = saved_errno;
 		return;
@@ -599,10 +622,18 @@ static void on_sigbus(int sig, siginfo_t *info, void *uc)
  * with SIGSEGV blocked, and a nested fault in its loadblk would kill the
  * process.
  */
+/* Our handler function, maybe put back by something that saved it with
+ * signal() and lost its flags on the way (cmocka does, around each test). */
+static bool is_our_function(int which, const struct sigaction *sa)
+{
+	return sa->sa_sigaction == our_action[which].sa_sigaction;
+}
+
 static bool is_ours(int which, const struct sigaction *sa)
 {
-	return (sa->sa_flags & SA_SIGINFO) &&
-	       sa->sa_sigaction == our_action[which].sa_sigaction;
+	return is_our_function(which, sa) &&
+	       (sa->sa_flags & (SA_SIGINFO | SA_NODEFER)) ==
+		       (SA_SIGINFO | SA_NODEFER);
 }
 
 /* Remember @sa as the action ours displaces.  install_lock held. */
@@ -663,11 +694,14 @@ static int install_one(int which, bool keep_foreign)
 		return -ENOSYS;
 	if (is_ours(which, &cur))
 		return 0;
-	/* A handler installed after ours belongs to a program that chains to
-	 * vmp_handle_fault() (or will re-arm us): leave it in place. */
-	if (keep_foreign && cur.sa_handler != SIG_DFL)
-		return 0;
-	set_displaced(which, &cur);
+	if (!is_our_function(which, &cur)) {
+		/* A handler installed after ours belongs to a program that
+		 * chains to vmp_handle_fault() (or will re-arm us): leave it in
+		 * place. */
+		if (keep_foreign && cur.sa_handler != SIG_DFL)
+			return 0;
+		set_displaced(which, &cur);
+	} /* else ours, damaged: mend it, displacing nothing */
 	return sigaction(signal_of[which], &our_action[which], NULL) ? -ENOSYS : 0;
 }
 
@@ -724,6 +758,7 @@ VMP_EXPORT int vmp_handle_fault(void *addr)
 	entry_begin(&outer);
 	/* called from another SIGSEGV handler: SIGSEGV is likely blocked */
 	pthread_sigmask(SIG_BLOCK, NULL, &cur);
+	vmp_tls.fault_mask = mask_word(&cur);
 	vmp_tls.cb_mask = mask_word(&cur) & ~SEGV_BIT;
 	vmp_tls.cb_swap = mask_word(&cur) != vmp_tls.cb_mask;
 	vmp_tls.sig_info = NULL; /* the caller chains, not us */
@@ -783,6 +818,10 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 			if (ret <= 0) {
 				ret = ret ? ret : -EFAULT;
 				break;
+			}
+			if (vmp_tls.room_wait) { /* (pinned: see vmp_prefault) */
+				ram_wait_room(fh->ram);
+				vmp_tls.room_wait = NULL;
 			}
 		}
 	}

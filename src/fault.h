@@ -68,12 +68,15 @@ struct fault_tls {
 	void *scratch[MAX_NEST];      /* per load level, see load.c */
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
 	bool locked;  /* holds a ram->lock in the fault path */
+	vmp_ram *room_wait; /* wait there for loads to end, then fault again
+			       (load.c sets it, the entry waits) */
 	bool raising; /* report_and_raise_sigbus() is sending its SIGBUS */
 	/* The signal mask store callbacks run with: the mask of the code the
 	 * fault interrupted (callbacks are the program's code), less SIGSEGV
 	 * (they may touch other mappings).  @cb_swap: the mask now is
 	 * another, so callback_run sets this one around each callback. */
 	uint64_t cb_mask;
+	uint64_t fault_mask; /* the mask of the code that faulted (entry) */
 	bool cb_swap;
 	/* The signal being served, for chaining to the displaced action. */
 	siginfo_t *sig_info;
@@ -120,7 +123,8 @@ void wait_end(void);
 
 /* --- load.c --- */
 void load_init(void);
-/* Load pages from @idx (absent) and map them; 1, or -errno in @fe.
+/* Load pages from @idx (absent) and map them; 1 (also when the room is
+ * held by others' loads: see vmp_tls.room_wait), or -errno in @fe.
  * ram->lock held, dropped meanwhile. */
 int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 	       struct vmp_fault_error *fe);

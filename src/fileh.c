@@ -96,9 +96,14 @@ static int fh_lock_api(const vmp_fileh *fh, struct api_state *saved)
 
 static int open_base(struct vmp_fileh *fh)
 {
-	int fd = -1;
+	int fd = -1, cancel;
 	off_t off = 0;
-	int ret = fh->ops.base(fh->ctx, &fd, &off);
+	int ret;
+
+	/* a store callback: cancellation disabled, as for all of them */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	ret = fh->ops.base(fh->ctx, &fd, &off);
+	pthread_setcancelstate(cancel, NULL);
 
 	if (ret)
 		return ret < 0 ? ret : -EINVAL;

@@ -247,12 +247,14 @@ void page_free(vmp_ram *ram, struct vmp_page *page);
 /* Make room for @bytes more resident bytes and @kvmas more kernel VMAs,
  * reclaiming clean pages as needed, then charge @bytes.  -ENOMEM when the
  * budget holds only dirty pages (*what says which budget).  With
- * @may_wait, when other threads' loads hold the room, wait until one ends
- * (ram->lock dropped meanwhile) and return -EAGAIN, nothing charged: the
- * caller looks at its page again. */
+ * @may_wait, when other threads' loads hold the room, -EAGAIN, nothing
+ * charged: the caller lets go of what it holds, calls ram_wait_room()
+ * (without dropping the lock in between) and looks at its page again. */
 int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 	       enum vmp_fault_what *what);
 void ram_uncharge(vmp_ram *ram, uint64_t bytes);
+/* Wait until a load in progress ends (drops and retakes ram->lock). */
+void ram_wait_room(vmp_ram *ram);
 /* @bytes of LOADING pages became LOADED, DIRTY or were dropped. */
 void ram_loading_done(vmp_ram *ram, uint64_t bytes);
 /* The LRU: a new clean page, one leaving it, one touched again. */
@@ -301,11 +303,13 @@ long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 /* -EINVAL unless [pgoffset, pgoffset+pglen) is non-empty and its byte
  * offsets fit off_t and its length size_t. */
 int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen);
-/* VMP_OVERLAY: map the base file again over the clean pages of @v from
- * @idx (up to the next resident page, at most @max): pages wholly past the
- * file's end, which would raise SIGBUS, show zeros.  The number of pages,
- * or -errno.  ram->lock held. */
-int vma_rebase(struct vmp_vma *v, uint64_t idx, uint64_t max);
+/* VMP_OVERLAY: a SIGBUS at @addr of @v.  1 if served: its OS page is past
+ * the end of the base file (cut short since it was mapped), and the clean
+ * pages from there on (up to the next resident one) show the file again,
+ * zeros past its end; or the page was written meanwhile (retry).  0 if the
+ * SIGBUS is not a short file's (an I/O error of the file).  ram->lock
+ * held. */
+int vma_overlay_sigbus(struct vmp_vma *v, uintptr_t addr);
 /* Find the vma holding @addr and pin it (vma->inflight++). */
 struct vmp_vma *vma_lookup_pin(uintptr_t addr);
 void vma_unpin(struct vmp_vma *v); /* ram->lock held */

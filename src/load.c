@@ -394,7 +394,6 @@ static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe
 		filled = r->cur;
 	}
 	fault_lock(ram);
-	vmp_tls.nloading--;
 
 	ram->stats.loads += r->loaded;
 	ram->stats.load_errors += err != 0;
@@ -412,6 +411,9 @@ static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe
 		run_cut(r, filled);
 		ret = ret ? ret : 1;
 	}
+	/* only now: the commit used the level's scratch, and a fault nested
+	 * meanwhile (a signal handler's) must not take it */
+	vmp_tls.nloading--;
 	if (r->buf && !bounce_put(r->buf, bufsize)) {
 		fault_unlock(ram);
 		bounce_free(r->buf, bufsize);
@@ -421,8 +423,9 @@ static int load_run(struct loading_run *r, bool zero, struct vmp_fault_error *fe
 }
 
 /* Make @n pages from @idx (absent) LOADING in @r, charged to the RAM.
- * ram->lock held.  Returns the count made, or -errno (-EAGAIN: it waited
- * for room with the lock dropped, made none; fault again). */
+ * ram->lock held.  Returns the count made, or -errno (-EAGAIN: none made,
+ * the loads of others hold the room: vmp_tls.room_wait says where to wait
+ * for them before faulting again). */
 static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		      struct vmp_fault_error *fe)
 {
@@ -434,17 +437,20 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 	for (;;) {
 		long cost = fh_remap_cost(fh, idx, n, &page_absent, &r->to);
 		/* wait for others' loads to free room, for the page asked for
-		 * only, and never while holding loads ourselves: a thread
-		 * that waits for room holds none, so all loads can finish */
-		bool may_wait = n == 1 && vmp_tls.nloading == 0;
+		 * only, and never inside a store callback: a thread that waits
+		 * for room holds no load, no writeout (and, see fault_serve,
+		 * no pin), so all loads can finish */
+		bool may_wait = n == 1 && vmp_tls.level == 0;
 		ret = ram_charge(ram, n << fh->pageshift, cost, may_wait,
 				 &fe->what);
 		if (!ret || n == 1)
 			break;
 		n = 1; /* too tight for read-ahead: just the page asked for */
 	}
-	if (ret == -EAGAIN)
+	if (ret == -EAGAIN) {
+		vmp_tls.room_wait = ram;
 		return ret;
+	}
 	if (ret)
 		return fail(fe, fe->what, ret);
 	if (pagemap_reserve(&fh->pagemap, n)) {

@@ -306,10 +306,7 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 			*what = VMP_FAULT_MEMLIMIT;
 			return -ENOMEM;
 		}
-		ram->room_waiters++;
-		pthread_cond_wait(&ram->room_cond, &ram->lock);
-		ram->room_waiters--;
-		return -EAGAIN; /* the world moved meanwhile: look again */
+		return -EAGAIN; /* ram_wait_room(), then look again */
 	}
 	if (over_kvma(kvmas)) {
 		reclaim_kvmas(ram, kvmas);
@@ -328,6 +325,15 @@ void ram_uncharge(vmp_ram *ram, uint64_t bytes)
 {
 	vmp_assert(ram->used_bytes >= bytes);
 	ram->used_bytes -= bytes;
+}
+
+void ram_wait_room(vmp_ram *ram)
+{
+	if (!ram->loading_bytes)
+		return;
+	ram->room_waiters++;
+	pthread_cond_wait(&ram->room_cond, &ram->lock);
+	ram->room_waiters--;
 }
 
 void ram_loading_done(vmp_ram *ram, uint64_t bytes)

@@ -218,19 +218,23 @@ static int map_base(const struct vmp_fileh *fh, void *addr, uint64_t idx,
 	return ret;
 }
 
-int vma_rebase(struct vmp_vma *v, uint64_t idx, uint64_t max)
+int vma_overlay_sigbus(struct vmp_vma *v, uintptr_t addr)
 {
 	struct vmp_fileh *fh = v->fh;
-	uint64_t n = 0, end = v->pgoffset + v->npages;
-	int ret;
+	uint64_t idx = v->pgoffset + ((addr - v->start) >> fh->pageshift);
+	uint64_t n = 0, end = v->pgoffset + v->npages, size, off;
 
-	while (n < max && idx + n < end && !pagemap_get(&fh->pagemap, idx + n))
+	if (pagemap_get(&fh->pagemap, idx))
+		return 1; /* written meanwhile: the memfd's page now */
+	off = fh->base_off + (v->pgoffset << fh->pageshift) +
+	      ((addr - v->start) & ~(uintptr_t)(os_page_size - 1));
+	if (os_file_size(fh->base_fd, &size) ||
+	    off < ((size + os_page_size - 1) & ~(uint64_t)(os_page_size - 1)))
+		return 0; /* inside the file: an I/O error, not ours */
+	while (n < 512 && idx + n < end && !pagemap_get(&fh->pagemap, idx + n))
 		n++;
-	if (!n)
-		return 0;
-	ret = map_base(fh, (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift)),
-		       idx, n);
-	return ret ? ret : (int)n;
+	return map_base(fh, (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift)),
+			idx, n) ? 0 : 1;
 }
 
 static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,

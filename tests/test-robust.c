@@ -49,6 +49,7 @@ struct tstore {
 	int64_t chain_base;  /* loadblk(b > 0) reads page b - 1 at this
 				(uintptr_t) address, if set */
 	sigset_t load_mask;  /* the mask the last loadblk ran with */
+	sigset_t store_mask; /* and the last storeblk */
 	uint64_t loads, stores, begins, commits, aborts; /* atomic */
 };
 
@@ -91,6 +92,7 @@ static int t_storeblk(void *ctx, uint64_t blk, const void *buf)
 
 	(void)blk;
 	(void)buf;
+	pthread_sigmask(SIG_BLOCK, NULL, &t->store_mask);
 	if (t->read_in_store)
 		(void)peek(t->read_in_store);
 	if (t->hold_store)
@@ -435,6 +437,7 @@ static void child_guard_commit(void *arg)
 	size_t ps = os_page();
 	struct tstore t, bad;
 	struct commit_arg c;
+	sigset_t before, after;
 	uint64_t ndirty;
 	vmp_ram *ram;
 	vmp_fileh *fh, *badfh;
@@ -451,8 +454,13 @@ static void child_guard_commit(void *arg)
 	poke(p + 2 * ps, 8);
 	t.read_in_store = q;
 	c.fh = fh;
+	pthread_sigmask(SIG_BLOCK, NULL, &before);
 	rc = guarded ? vmp_guard(commit_fn, &c) : commit_fn(&c);
 	child_check_rc(rc, -EIO);
+	/* the signal mask is the caller's again */
+	pthread_sigmask(SIG_BLOCK, NULL, &after);
+	for (int sig = 1; sig < 32; sig++)
+		child_check(sigismember(&before, sig) == sigismember(&after, sig));
 	child_check(t.begins == 1 && t.aborts == 1 && t.commits == 0);
 	child_check_rc(vmp_fileh_dirty_count(fh, &ndirty), 0);
 	child_check(ndirty == 2);
@@ -714,13 +722,22 @@ static void test_errno_and_signal_in_load(void **state)
 static char *guard_page;
 static volatile int program_faults; /* written by a signal handler */
 
+static volatile bool probe_jumps; /* program_segv leaves by siglongjmp */
+
 static void program_segv(int sig, siginfo_t *si, void *uc)
 {
 	(void)sig;
 	(void)uc;
 	program_faults++;
+	if (probe_jumps)
+		siglongjmp(escape, 1);
 	if ((char *)si->si_addr == guard_page)
 		mprotect(guard_page, os_page(), PROT_READ | PROT_WRITE);
+}
+
+static void ignore_segv(int sig)
+{
+	(void)sig;
 }
 
 static void child_chain(void *arg)
@@ -746,6 +763,43 @@ static void child_chain(void *arg)
 	child_check(program_faults == 0);
 	poke(guard_page, 5);           /* not ours: the program's handler */
 	child_check(program_faults == 1 && peek(guard_page) == 5);
+
+	/* a probe: the program's handler leaves by siglongjmp; then a
+	 * writeout's storeblk runs with the caller's mask, not a stale one */
+	probe_jumps = true;
+	if (sigsetjmp(escape, 1) == 0)
+		(void)peek(bad_address(16));
+	probe_jumps = false;
+	child_check(program_faults == 2);
+	{
+		sigset_t usr2;
+		sigemptyset(&usr2);
+		sigaddset(&usr2, SIGUSR2);
+		pthread_sigmask(SIG_BLOCK, &usr2, NULL);
+		poke(p, 1);
+		t.hold_store = false;
+		child_check_rc(vmp_writeout(fh, VMP_WRITEOUT_STORE), 0);
+		child_check(sigismember(&t.store_mask, SIGUSR2));
+		child_check(!sigismember(&t.store_mask, SIGINT));
+		pthread_sigmask(SIG_UNBLOCK, &usr2, NULL);
+	}
+
+	/* saved with signal() and put back: ours loses its flags on the way;
+	 * the library mends it and still chains to the program's */
+	{
+		void (*old)(int) = signal(SIGSEGV, ignore_segv);
+		signal(SIGSEGV, old);
+	}
+	{
+		char *q;
+		child_check_rc(vmp_mmap(fh, 5, 1, PROT_READ, (void **)&q), 0);
+		check_page(q, ps, 5); /* a fault served: vmp_mmap mended it */
+		child_check_rc(vmp_munmap(q), 0);
+	}
+	guard_page[0] = 0;
+	child_check(mprotect(guard_page, ps, PROT_NONE) == 0);
+	poke(guard_page, 6);
+	child_check(program_faults == 3 && peek(guard_page) == 6);
 	child_check_rc(vmp_munmap(p), 0);
 	child_check_rc(vmp_fileh_close(fh), 0);
 	child_check_rc(vmp_store_free(t.store), 0);
@@ -869,6 +923,25 @@ static void child_sigbus_chained(void *arg)
 	}
 	child_check(bus_addr == p + ps);
 	munmap(file, 2 * ps);
+	/* the escape left nothing behind: an overlay cut short still reads
+	 * zeros, no SIGBUS for the program */
+	{
+		vmp_store *fs;
+		vmp_fileh *ofh;
+		char *o;
+		child_check(ftruncate(fd, 2 * ps) == 0);
+		child_check_rc(vmp_file_store_new(&fs, fd, ps), 0);
+		child_check_rc(vmp_fileh_open(&ofh, ram, fs, VMP_OVERLAY), 0);
+		child_check_rc(vmp_mmap(ofh, 0, 2, PROT_READ, (void **)&o), 0);
+		child_check(ftruncate(fd, ps) == 0);
+		if (sigsetjmp(escape, 1) == 0)
+			child_check(peek(o + ps) == 0);
+		else
+			child_fail(__FILE__, __LINE__, "SIGBUS reached the program");
+		child_check_rc(vmp_munmap(o), 0);
+		child_check_rc(vmp_fileh_close(ofh), 0);
+		child_check_rc(vmp_store_free(fs), 0);
+	}
 	close(fd);
 	child_check_rc(vmp_munmap(p), 0);
 	child_check_rc(vmp_fileh_close(fh), 0);
