@@ -631,9 +631,10 @@ static bool is_our_function(int which, const struct sigaction *sa)
 
 static bool is_ours(int which, const struct sigaction *sa)
 {
+	const int flags = SA_SIGINFO | SA_NODEFER;
+
 	return is_our_function(which, sa) &&
-	       (sa->sa_flags & (SA_SIGINFO | SA_NODEFER)) ==
-		       (SA_SIGINFO | SA_NODEFER);
+	       (sa->sa_flags & flags) == (our_action[which].sa_flags & flags);
 }
 
 /* Remember @sa as the action ours displaces.  install_lock held. */

@@ -466,7 +466,10 @@ static void child_rearm(void *arg)
 	child_check_rc(open_fh_ops(&fh, ram, &dstore_ops, s, s->ps, 0), 0);
 	child_check_rc(vmp_mmap(fh, 0, s->n, PROT_READ, (void **)&s->map), 0);
 	child_check(pthread_create(&tid, NULL, rearm_main, fh) == 0);
-	for (int round = 0; round < 3000; round++) {
+	/* up to 3000 rounds, 4 s at most: the child's alarm is 10 s, and a
+	 * sanitizer build on a loaded machine is slow */
+	uint64_t deadline = now_ns() + 4000000000ull;
+	for (int round = 0; round < 3000 && now_ns() < deadline; round++) {
 		for (uint64_t b = 0; b < 32; b++)
 			child_check(gen_check(s->map + b * s->ps, s->ps, b, 0) == 0);
 		child_check_rc(vmp_invalidate(fh, 0, s->n), 0);
