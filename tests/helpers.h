@@ -43,13 +43,16 @@
  * pieces of about 1.5 TiB of address space, where 1 TiB may not fit: under
  * it they map 64 GiB. */
 #if defined(__SANITIZE_THREAD__)
-#define BIG_SPAN (64 * GiB)
+#define UNDER_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifdef UNDER_TSAN
 #define BIG_SPAN (64 * GiB)
-#endif
-#endif
-#ifndef BIG_SPAN
+#else
+#define UNDER_TSAN 0
 #define BIG_SPAN TiB
 #endif
 
