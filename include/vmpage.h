@@ -32,8 +32,10 @@
  *   the SIGBUS of a fault that cannot be served (it runs on the faulting
  *   thread's stack: SA_ONSTACK of the displaced action is not honoured).
  *   A program that installs
- *   its own SIGSEGV handler afterwards must call vmp_handle_fault() from
- *   it, or call vmp_fault_handler_install() again to re-arm ours.  (A program that uses
+ *   its own SIGSEGV handler afterwards (or SIGBUS handler, where a RAM
+ *   uses userfaultfd: its faults are SIGBUS) must call vmp_handle_fault()
+ *   from it, or call vmp_fault_handler_install() again to re-arm ours.
+ *   (A program that uses
  *   libsigsegv itself must chain through vmp_handle_fault: libsigsegv has
  *   room for one handler.)  Sanitizers need
  *   ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:allow_user_segv_handler=1.
@@ -229,10 +231,48 @@ struct vmp_stats {
  *        "512k", or plain bytes; the suffix k/m/g/t in either case, may be
  *        followed by "b"), or no limit when the variable is unset or empty.
  *        A limit smaller than one page still allows one page.
- * @return 0, -EINVAL (@p ramp NULL, or VMPAGE_MEMLIMIT malformed: a message
- *         naming the value goes to stderr), -ENOMEM.
+ *        The fault mechanism comes from VMPAGE_FAULTS (vmp_ram_set_faults).
+ * @return 0, -EINVAL (@p ramp NULL, or VMPAGE_MEMLIMIT or VMPAGE_FAULTS
+ *         malformed: a message naming the value goes to stderr), -ENOMEM,
+ *         the errors of vmp_ram_set_faults (VMPAGE_FAULTS=uffd where
+ *         userfaultfd cannot be used: with a message).
  */
 VMP_NODISCARD int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes);
+
+/** Fault mechanisms, see vmp_ram_set_faults(). */
+enum vmp_faults {
+	/** mprotect and SIGSEGV (GNU libsigsegv): the default.  Each
+	 *  isolated resident page splits a kernel mapping, so at most about
+	 *  vm.max_map_count / 2 scattered pages can be mapped at once (the
+	 *  library keeps under that by deactivating clean pages) and about
+	 *  half that many isolated pages be dirty. */
+	VMP_FAULTS_SIGSEGV = 1,
+	/** userfaultfd in SIGBUS mode (Linux 6.4): page states live in page
+	 *  tables, one kernel mapping per vmp_mmap whatever the pages do;
+	 *  faults are SIGBUS, served in the faulting thread like SIGSEGV
+	 *  ones.  VMP_OVERLAY handles of such a RAM still use SIGSEGV. */
+	VMP_FAULTS_UFFD = 2,
+	/** userfaultfd where the kernel offers it, else SIGSEGV. */
+	VMP_FAULTS_AUTO = 3,
+};
+
+/**
+ * Choose how the faults of @p ram's handles are taken (enum vmp_faults).
+ * vmp_ram_new() takes the choice from the environment variable
+ * VMPAGE_FAULTS ("sigsegv", "uffd" or "auto"; unset or empty: sigsegv);
+ * this call overrides it.  Only while no handle is open on @p ram.
+ * @return 0; -EINVAL (NULL, unknown value); -EBUSY (handles open);
+ *         -ENOSYS (VMP_FAULTS_UFFD: the kernel lacks userfaultfd or its
+ *         features, or a seccomp filter forbids it), -EPERM (not allowed
+ *         here); -ECHILD.  On error the RAM keeps its mechanism.
+ */
+int vmp_ram_set_faults(vmp_ram *ram, int faults);
+
+/**
+ * The mechanism @p ram's handles use now: VMP_FAULTS_SIGSEGV or
+ * VMP_FAULTS_UFFD (what VMP_FAULTS_AUTO picked), or -EINVAL, -ECHILD.
+ */
+int vmp_ram_faults(vmp_ram *ram);
 
 /**
  * Free a RAM.  @return 0, -EINVAL (NULL), -EBUSY while handles are open on
@@ -522,8 +562,9 @@ int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
 int vmp_guard(int (*fn)(void *arg), void *arg);
 
 /**
- * Serve a fault at @p addr, for programs with their own SIGSEGV handler:
- * call it first from that handler.
+ * Serve a fault at @p addr, for programs with their own SIGSEGV handler
+ * (and SIGBUS handler, with the userfaultfd mechanism, whose faults are
+ * SIGBUS): call it first from that handler.
  * @return 1: the fault was ours and is served, return from the handler;
  *         0: @p addr is not in a libvmpage mapping, nothing was done;
  *         negative errno: ours, but it could not be served (the handle's

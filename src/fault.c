@@ -49,6 +49,7 @@ struct entry_state {
 	uint64_t cb_mask;
 	uint64_t fault_mask; /* the faulting code's own mask, as it was */
 	bool cb_swap;
+	uint8_t access;
 	siginfo_t *sig_info;
 	void *sig_uc;
 	const struct entry_state *outer; /* the innermost entry's saved one */
@@ -59,6 +60,7 @@ static void entry_save(struct entry_state *e)
 	e->cb_mask = vmp_tls.cb_mask;
 	e->fault_mask = vmp_tls.fault_mask;
 	e->cb_swap = vmp_tls.cb_swap;
+	e->access = vmp_tls.access;
 	e->sig_info = vmp_tls.sig_info;
 	e->sig_uc = vmp_tls.sig_uc;
 	e->outer = vmp_tls.entry_outer;
@@ -69,6 +71,7 @@ static void entry_restore(const struct entry_state *e)
 	vmp_tls.cb_mask = e->cb_mask;
 	vmp_tls.fault_mask = e->fault_mask;
 	vmp_tls.cb_swap = e->cb_swap;
+	vmp_tls.access = e->access;
 	vmp_tls.sig_info = e->sig_info;
 	vmp_tls.sig_uc = e->sig_uc;
 	vmp_tls.entry_outer = e->outer;
@@ -111,7 +114,9 @@ struct callback_frame {
 /* --- signal masks as the kernel's 64-bit word (x86-64, arm64 have 64
  *     signals), so that saving one costs 8 bytes of stack, not 128 --- */
 
-#define SEGV_BIT ((uint64_t)1 << (SIGSEGV - 1))
+#define SIG_BIT(sig) ((uint64_t)1 << ((sig) - 1))
+/* the signals faults come as: never blocked in store callbacks */
+#define FAULT_BITS (SIG_BIT(SIGSEGV) | SIG_BIT(SIGBUS))
 
 static uint64_t mask_word(const sigset_t *set)
 {
@@ -254,49 +259,108 @@ static int unprotect(struct vmp_page *p, struct vmp_fault_error *fe)
 }
 
 /*
- * Is a fault on a page that is mapped readable a write?  libsigsegv does not
- * say.  It is, unless it is a read that trapped while the page was still
- * PROT_NONE and another thread made it readable before we got the lock.  So
- * if this thread itself made the page readable (page->mapper), no stale
- * read of it can be pending: it is a write.  Otherwise this thread claims
- * the page and lets the access retry; a read then goes through, a write
- * faults once more and is recognised.  A thread writing a page that another
- * thread loaded pays that one extra fault.
+ * Is a fault on a page that is mapped readable a write?  Where the entry
+ * read the access from the CPU's fault information (vmp_tls.access), it
+ * knows.  Otherwise (libsigsegv alone does not say) it is, unless it is a
+ * read that trapped while the page was still PROT_NONE and another thread
+ * made it readable before we got the lock.  So if this thread itself made
+ * the page readable (page->mapper), no stale read of it can be pending: it
+ * is a write.  Otherwise this thread claims the page and lets the access
+ * retry; a read then goes through, a write faults once more and is
+ * recognised.  A thread writing a page that another thread loaded pays
+ * that one extra fault.
  */
-static bool is_write(struct vmp_page *p, bool write_known)
+static bool is_write(struct vmp_page *p, unsigned acc)
 {
-	if (write_known || p->mapper == thread_tag())
+	if (acc & ACC_KNOWN)
+		return acc & ACC_WRITE;
+	if (p->mapper == thread_tag())
 		return true;
 	p->mapper = thread_tag();
 	return false;
 }
 
-/* Serve a fault at @addr (page @idx of @v).  ram->lock held (may be dropped
- * and retaken).  1 served, 0 not ours to serve, <0 error in @fe. */
-static int serve(struct vmp_vma *v, uint64_t idx, bool write, bool zero,
+/* A write to @p, which shows read-only: make it writable.  1 or -errno. */
+static int make_writable(struct vmp_page *p, struct vmp_fault_error *fe)
+{
+	if (p->state == PAGE_LOADED)
+		return make_dirty(p, fe);
+	return (p->flags & PAGE_WP) ? unprotect(p, fe) : 1;
+}
+
+/*
+ * A lazy mechanism (userfaultfd) faulted on resident page @p: either it has
+ * no page-table entry in @v yet (MINOR: map it as it shows), or it is
+ * mapped write-protected and this is a write (WP).  An entry that does not
+ * know whether the page was present finds out by mapping it.
+ */
+static int serve_resident_lazy(struct vmp_vma *v, struct vmp_page *p,
+			       unsigned acc, struct vmp_fault_error *fe)
+{
+	bool writable = v->prot & PROT_WRITE;
+	bool write = (acc & ACC_KNOWN) && (acc & ACC_WRITE);
+	int ret;
+
+	if (!(acc & ACC_KNOWN) || !(acc & ACC_PRESENT)) {
+		/* a write makes it writable first: mapped so, in one fault */
+		if (write && writable && (ret = make_writable(p, fe)) < 0)
+			return ret;
+		ret = uffd_map_page(v, p->index, vma_class(v, p));
+		if (ret < 0)
+			return fail(fe, VMP_FAULT_MAPLIMIT, ret);
+		if (ret == 1 || (acc & ACC_KNOWN))
+			return 1; /* mapped (or another thread did: retry) */
+		/* it was mapped: the fault was a write to it */
+	} else if (!write) {
+		return 1; /* a read of a present page: it was fixed meanwhile */
+	}
+	return writable ? make_writable(p, fe) : 0;
+}
+
+/* Serve a fault at page @idx of @v, access @acc (ACC_*).  ram->lock held
+ * (may be dropped and retaken).  1 served, 0 not ours to serve, <0 error
+ * in @fe. */
+static int serve(struct vmp_vma *v, uint64_t idx, unsigned acc, bool zero,
 		 struct vmp_fault_error *fe)
 {
 	struct vmp_fileh *fh = v->fh;
 	struct vmp_page *p = pagemap_get(&fh->pagemap, idx);
 	bool writable = v->prot & PROT_WRITE;
+	bool lazy = fh->mech->lazy;
+	int ret;
 
 	if ((fh->flags & VMP_OVERLAY) && !writable)
 		return 0; /* reads never fault there: a write to read-only */
-	if (!p)
-		return load_pages(v, idx, zero, fe);
+	/* each mechanism has its signal: SIGSEGV on a userfaultfd mapping is
+	 * a write to a read-only one, a SIGBUS on an mprotect one not ours */
+	if (acc & (lazy ? ACC_SIGSEGV : ACC_SIGBUS))
+		return 0;
+	if (!p) {
+		ret = load_pages(v, idx, zero, fe);
+		/* a write: make it dirty now, not in a second fault */
+		if (ret == 1 && (acc & ACC_KNOWN) && (acc & ACC_WRITE) && writable &&
+		    (p = pagemap_get(&fh->pagemap, idx)) &&
+		    p->state == PAGE_LOADED && !(p->flags & PAGE_INACTIVE))
+			ret = make_dirty(p, fe);
+		return ret;
+	}
 	switch (p->state) {
 	case PAGE_LOADING:
 		return load_fault_loading(p, fe);
 	case PAGE_LOADED:
 		if (p->flags & PAGE_INACTIVE)
 			return reactivate(p, fe);
-		if (!is_write(p, write))
+		if (lazy)
+			return serve_resident_lazy(v, p, acc, fe);
+		if (!is_write(p, acc))
 			return 1;
 		/* a write to read-only memory: decline, the program crashes
 		 * (libsigsegv asks twice; is_write() answers the same) */
 		return writable ? make_dirty(p, fe) : 0;
 	case PAGE_DIRTY:
-		if (!is_write(p, write))
+		if (lazy)
+			return serve_resident_lazy(v, p, acc, fe);
+		if (!is_write(p, acc))
 			return 1;
 		if (!writable)
 			return 0;
@@ -358,7 +422,7 @@ static int fault_serve(void *addr)
 			vmp_tls.serving[vmp_tls.nserving++] = v;
 			ram->stats.faults += !counted;
 			counted = true;
-			ret = serve(v, fe.blk, false, zero, &fe);
+			ret = serve(v, fe.blk, vmp_tls.access, zero, &fe);
 			vmp_tls.nserving--;
 		}
 		errfn = v->fh->errfn;
@@ -543,13 +607,32 @@ static int on_sigsegv(void *fault_address, int serious)
 static void (*libsigsegv_action)(int, siginfo_t *, void *);
 
 /*
- * Our SIGSEGV action.  It keeps what the interrupted code had and libsigsegv
- * does not pass on: errno, restored on return (a loadblk's failing system
- * call must not change it under the program); the signal mask, which store
- * callbacks run with (libsigsegv's sa_mask blocks SIGINT, SIGALRM, SIGTERM
- * and more while the library keeps its books, not while a store works);
- * and the siginfo and context, for chaining.
+ * An entry from a signal: note what the interrupted code had and the
+ * fault handlers do not pass on.  The signal mask, which store callbacks
+ * run with (our sa_mask, libsigsegv's, blocks SIGINT, SIGALRM, SIGTERM and
+ * more while the library keeps its books, not while a store works); the
+ * access, from the CPU's page-fault error code where we can read it (x86-64:
+ * bit 0 a page was present, bit 1 a write); the siginfo and context, for
+ * chaining.
  */
+static void entry_from_signal(int sig, siginfo_t *info, void *uc)
+{
+	unsigned acc = sig == SIGBUS ? ACC_SIGBUS : ACC_SIGSEGV;
+
+#if defined(__x86_64__)
+	long err = ((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR];
+	acc |= ACC_KNOWN | ((err & 2) ? ACC_WRITE : 0) | ((err & 1) ? ACC_PRESENT : 0);
+#endif
+	vmp_tls.fault_mask = mask_word(&((ucontext_t *)uc)->uc_sigmask);
+	vmp_tls.cb_mask = vmp_tls.fault_mask & ~FAULT_BITS;
+	vmp_tls.cb_swap = true; /* the handler's mask adds sa_mask */
+	vmp_tls.access = (uint8_t)acc;
+	vmp_tls.sig_info = info;
+	vmp_tls.sig_uc = uc;
+}
+
+/* Our SIGSEGV action, around libsigsegv's.  errno is restored on return:
+ * a loadblk's failing system call must not change it under the program. */
 static void on_signal(int sig, siginfo_t *info, void *uc)
 {
 	int saved_errno = errno;
@@ -557,11 +640,7 @@ static void on_signal(int sig, siginfo_t *info, void *uc)
 
 	entry_begin(&outer);
 	vmp_tls.raising = false; /* a raise left by siglongjmp is over */
-	vmp_tls.fault_mask = mask_word(&((ucontext_t *)uc)->uc_sigmask);
-	vmp_tls.cb_mask = vmp_tls.fault_mask & ~SEGV_BIT;
-	vmp_tls.cb_swap = true; /* the handler's mask adds sa_mask */
-	vmp_tls.sig_info = info;
-	vmp_tls.sig_uc = uc;
+	entry_from_signal(sig, info, uc);
 	libsigsegv_action(sig, info, uc);
 	entry_restore(&outer);
 	errno = saved_errno;
@@ -591,24 +670,36 @@ static bool serve_overlay_sigbus(void *addr)
 	return ret > 0;
 }
 
-/* Our SIGBUS action: overlay pages past their file's end, else the SIGBUS
- * goes where it would have gone without us (report_and_raise_sigbus's
- * too: the program's SIGBUS handler, or death). */
+/*
+ * Our SIGBUS action: faults of userfaultfd mappings, overlay pages past
+ * their file's end; else the SIGBUS goes where it would have gone without
+ * us (report_and_raise_sigbus's too: the program's SIGBUS handler, or
+ * death).  Installed SA_NODEFER, as the SIGSEGV one: a loadblk may fault on
+ * another userfaultfd mapping.
+ */
 static void on_sigbus(int sig, siginfo_t *info, void *uc)
 {
 	int saved_errno = errno;
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	bool raised = vmp_tls.raising; /* ours, from report_and_raise_sigbus */
+	struct entry_state outer;
+	int ret = 0;
 
-	(void)sig;
 	vmp_tls.raising = false;
-	if (!raised && info->si_code == BUS_ADRERR &&
-	    serve_overlay_sigbus(info->si_addr)) {
-		errno = saved_errno;
-		return;
+	if (!raised && info->si_code == BUS_ADRERR) {
+		entry_begin(&outer);
+		entry_from_signal(sig, info, uc);
+		ret = serve_overlay_sigbus(info->si_addr) ? 1 :
+							     fault_serve(info->si_addr);
+		if (ret < 0) {
+			entry_leave_for_program(); /* its handler may siglongjmp */
+			report_and_raise_sigbus(&vmp_tls.last_error);
+			ret = 1; /* a SIGBUS handler returned: retry */
+		}
+		entry_restore(&outer);
 	}
-	if (!chain_displaced(BUS, info, uc)) {
-		/* the default: die of this very signal, once we return */
+	if (!ret && !chain_displaced(BUS, info, uc)) {
+		/* the default: die of this very signal */
 		sigaction(SIGBUS, &dfl, NULL);
 		syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, info);
 	}
@@ -678,7 +769,6 @@ static int first_install(void)
 	sa.sa_flags |= SA_NODEFER;
 	our_action[SEGV] = sa;
 	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags &= ~SA_NODEFER;
 	our_action[BUS] = sa;
 	__atomic_store_n(&have_action, true, __ATOMIC_RELEASE);
 	return 0;
@@ -760,8 +850,9 @@ VMP_EXPORT int vmp_handle_fault(void *addr)
 	/* called from another SIGSEGV handler: SIGSEGV is likely blocked */
 	pthread_sigmask(SIG_BLOCK, NULL, &cur);
 	vmp_tls.fault_mask = mask_word(&cur);
-	vmp_tls.cb_mask = mask_word(&cur) & ~SEGV_BIT;
+	vmp_tls.cb_mask = mask_word(&cur) & ~FAULT_BITS;
 	vmp_tls.cb_swap = mask_word(&cur) != vmp_tls.cb_mask;
+	vmp_tls.access = 0; /* nothing known, not even the signal */
 	vmp_tls.sig_info = NULL; /* the caller chains, not us */
 	vmp_tls.sig_uc = NULL;
 	ret = fault_serve(addr);
@@ -813,9 +904,15 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 	struct vmp_fault_error fe;
 	int ret = 0;
 
+	/* as a fault on a page not mapped here, from the right signal */
+	unsigned acc = ACC_KNOWN | (write ? ACC_WRITE : 0) |
+		       (fh->mech->lazy ? ACC_SIGBUS : ACC_SIGSEGV);
+	struct vmp_page *p;
+
 	for (; idx <= last && ret >= 0; idx++) {
-		while (!prefault_done(v, pagemap_get(&fh->pagemap, idx), write)) {
-			ret = serve(v, idx, write, false, &fe);
+		while (!prefault_done(v, (p = pagemap_get(&fh->pagemap, idx)),
+				      write)) {
+			ret = serve(v, idx, acc, false, &fe);
 			if (ret <= 0) {
 				ret = ret ? ret : -EFAULT;
 				break;
@@ -825,6 +922,10 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 				vmp_tls.room_wait = NULL;
 			}
 		}
+		/* a lazy mechanism maps a page where it faults: here, now */
+		if (ret >= 0 && fh->mech->lazy && p &&
+		    (ret = uffd_map_page(v, idx, vma_class(v, p))) > 0)
+			ret = 0;
 	}
 	return ret < 0 ? ret : 0;
 }
@@ -855,7 +956,7 @@ VMP_EXPORT int vmp_prefault(const void *addr, size_t len, int write)
 	} else {
 		/* loadblk gets the caller's mask, SIGSEGV unblocked */
 		entry_save(&outer);
-		vmp_tls.cb_mask = mask_word(&saved.mask) & ~SEGV_BIT;
+		vmp_tls.cb_mask = mask_word(&saved.mask) & ~FAULT_BITS;
 		vmp_tls.cb_swap = true;
 		vmp_tls.serving[vmp_tls.nserving++] = v;
 		ret = prefault_range(v, a, len, write);

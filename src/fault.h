@@ -44,6 +44,15 @@ struct loading_run {
 	struct vmp_page to;      /* the state they are installed in */
 };
 
+/* What a fault path entry knows of the access that faulted. */
+enum {
+	ACC_KNOWN = 1u << 0,   /* the CPU said read or write, present or not */
+	ACC_WRITE = 1u << 1,
+	ACC_PRESENT = 1u << 2, /* a page-table entry was there (protection) */
+	ACC_SIGSEGV = 1u << 3, /* it came as SIGSEGV */
+	ACC_SIGBUS = 1u << 4,  /* it came as SIGBUS (userfaultfd) */
+};
+
 /*
  * Per thread; the thread's own fault path uses it, nothing else.
  *
@@ -78,6 +87,8 @@ struct fault_tls {
 	uint64_t cb_mask;
 	uint64_t fault_mask; /* the mask of the code that faulted (entry) */
 	bool cb_swap;
+	/* What the entry knows of the faulting access (ACC_*). */
+	uint8_t access;
 	/* The signal being served, for chaining to the displaced action. */
 	siginfo_t *sig_info;
 	void *sig_uc;

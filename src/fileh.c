@@ -153,6 +153,8 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	}
 	store_get(store);
 	ram_lock_api(ram, &saved);
+	/* overlay pages are the base file's: write-protect does not apply */
+	fh->mech = (flags & VMP_OVERLAY) ? &mech_mprotect : ram->mech;
 	list_add_tail(&fh->ram_link, &ram->filehs);
 	ram->nfileh++;
 	ram_unlock_api(ram, &saved);

@@ -25,12 +25,14 @@ static void fork_prepare(void)
 	registry_fork_prepare();
 	waits_fork_prepare();
 	bounce_fork_prepare();
+	uffd_fork_prepare();
 	fault_fork_prepare();
 }
 
 static void fork_parent(void)
 {
 	fault_fork_parent();
+	uffd_fork_parent();
 	bounce_fork_parent();
 	waits_fork_parent();
 	registry_fork_parent();
@@ -40,6 +42,7 @@ static void fork_child(void)
 {
 	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
 	fault_fork_child();
+	uffd_fork_child();
 	bounce_fork_child();
 	waits_fork_child();
 	registry_fork_child();

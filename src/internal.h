@@ -45,6 +45,7 @@
 #include <stdint.h>
 
 #include "vmpage.h"
+#include "mech.h"
 #include "os.h"
 #include "pagemap.h"
 #include "util.h"
@@ -115,6 +116,8 @@ struct vmp_ram {
 	pthread_cond_t writeout_cond;        /* fh->writeout_busy cleared */
 	pthread_cond_t room_cond;            /* loading_bytes went down */
 	uint64_t limit_bytes;                /* const; 0 = unlimited */
+	const struct mech *mech;             /* of its handles (mech.h);
+						set while it has none */
 	uint64_t used_bytes;
 	uint64_t dirty_bytes;
 	uint64_t loading_bytes;   /* of LOADING pages: room once loaded */
@@ -151,6 +154,7 @@ struct vmp_store {
  */
 struct vmp_fileh {
 	vmp_ram *ram;             /* const */
+	const struct mech *mech;  /* const: ram->mech, or mprotect (overlay) */
 	struct vmp_store *store;  /* const; a reference held */
 	vmp_store_ops ops;        /* const: store->ops, one load nearer */
 	void *ctx;                /* const: store->ctx */
@@ -189,8 +193,6 @@ struct vmp_vma {
 				     sequential fault; ram->lock */
 };
 
-/* Protection classes a page can show in a vma. */
-enum vma_class { CLASS_NONE, CLASS_R, CLASS_RW, CLASS_BASE };
 
 /* --- globals, fork ------------------------------------------------------ */
 extern unsigned vmp_fork_gen; /* bumped in the child after fork() */

@@ -55,10 +55,10 @@ int os_resize(int fd, uint64_t size)
 	OS_CALL(ftruncate(fd, (off_t)size));
 }
 
-int os_reserve(int fd, uint64_t off, size_t len, void **addrp)
+int os_reserve(int fd, uint64_t off, size_t len, int prot, void **addrp)
 {
 	int saved = errno;
-	void *p = mmap(NULL, len, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd,
+	void *p = mmap(NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd,
 		       (off_t)off);
 	int ret = 0;
 
@@ -72,6 +72,11 @@ int os_reserve(int fd, uint64_t off, size_t len, void **addrp)
 	}
 	errno = saved;
 	return ret;
+}
+
+int os_dontneed(void *addr, size_t len)
+{
+	OS_CALL(madvise(addr, len, MADV_DONTNEED));
 }
 
 int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)

@@ -20,9 +20,11 @@ extern size_t os_page_size;
 int os_init(void);
 int os_memfd_create(const char *name);
 int os_resize(int fd, uint64_t size);
-/* Reserve @len bytes showing @fd from @off, PROT_NONE, not inherited by
- * fork().  Returns the address in *addrp. */
-int os_reserve(int fd, uint64_t off, size_t len, void **addrp);
+/* Reserve @len bytes showing @fd from @off with @prot, MAP_SHARED, not
+ * inherited by fork().  Returns the address in *addrp. */
+int os_reserve(int fd, uint64_t off, size_t len, int prot, void **addrp);
+/* Drop the page-table entries of [addr, addr+len) (the pages stay). */
+int os_dontneed(void *addr, size_t len);
 /* Map @fd at @off over [addr, addr+len) with @prot (MAP_FIXED). */
 int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off);
 /* Map read-only zeros over [addr, addr+len) (MAP_FIXED, no memory used). */

@@ -394,8 +394,56 @@ static int limit_from_env(uint64_t *limit)
 	return 0;
 }
 
+/* The mechanism for @faults (enum vmp_faults), or -errno. */
+static int pick_mech(int faults, const struct mech **mech)
+{
+	int ret;
+
+	switch (faults) {
+	case VMP_FAULTS_SIGSEGV:
+		*mech = &mech_mprotect;
+		return 0;
+	case VMP_FAULTS_UFFD:
+		if ((ret = uffd_available()))
+			return ret;
+		*mech = &mech_uffd;
+		return 0;
+	case VMP_FAULTS_AUTO:
+		*mech = uffd_available() ? &mech_mprotect : &mech_uffd;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int mech_from_env(const struct mech **mech)
+{
+	static const char *const names[] = { [VMP_FAULTS_SIGSEGV] = "sigsegv",
+					     [VMP_FAULTS_UFFD] = "uffd",
+					     [VMP_FAULTS_AUTO] = "auto" };
+	const char *s = getenv("VMPAGE_FAULTS");
+	int faults = 0, ret;
+
+	*mech = &mech_mprotect;
+	if (!s || !*s)
+		return 0;
+	for (int i = 1; i < (int)ARRAY_SIZE(names); i++)
+		if (!strcmp(s, names[i]))
+			faults = i;
+	if (!faults) {
+		fprintf(stderr, "vmpage: client bug: VMPAGE_FAULTS=\"%s\" is not "
+			"one of sigsegv, uffd, auto\n", s);
+		return -EINVAL;
+	}
+	ret = pick_mech(faults, mech);
+	if (ret)
+		fprintf(stderr, "vmpage: VMPAGE_FAULTS=%s: userfaultfd cannot be "
+			"used here: %s\n", s, strerror(-ret));
+	return ret;
+}
+
 VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 {
+	const struct mech *mech;
 	vmp_ram *ram;
 	uint64_t limit = limit_bytes;
 	int ret, i;
@@ -407,9 +455,12 @@ VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 		return ret;
 	if (!limit && (ret = limit_from_env(&limit)))
 		return ret;
+	if ((ret = mech_from_env(&mech)))
+		return ret;
 	ram = calloc(1, sizeof(*ram));
 	if (!ram)
 		return -ENOMEM;
+	ram->mech = mech;
 	pthread_mutex_init(&ram->lock, NULL);
 	for (i = 0; i < RAM_NWAIT; i++)
 		pthread_cond_init(&ram->page_cond[i], NULL);
@@ -450,6 +501,36 @@ VMP_EXPORT int vmp_ram_free(vmp_ram *ram)
 	pthread_mutex_destroy(&ram->lock);
 	free(ram);
 	return 0;
+}
+
+VMP_EXPORT int vmp_ram_set_faults(vmp_ram *ram, int faults)
+{
+	const struct mech *mech;
+	struct api_state saved;
+	int ret;
+
+	if (!ram)
+		return -EINVAL;
+	if ((ret = check_fork(ram->fork_gen)) || (ret = pick_mech(faults, &mech)))
+		return ret;
+	ram_lock_api(ram, &saved);
+	if (ram->nfileh)
+		ret = -EBUSY;
+	else
+		__atomic_store_n(&ram->mech, mech, __ATOMIC_RELAXED);
+	ram_unlock_api(ram, &saved);
+	return ret;
+}
+
+VMP_EXPORT int vmp_ram_faults(vmp_ram *ram)
+{
+	int ret;
+
+	if (!ram)
+		return -EINVAL;
+	if ((ret = check_fork(ram->fork_gen)))
+		return ret;
+	return __atomic_load_n(&ram->mech, __ATOMIC_RELAXED)->faults;
 }
 
 VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)

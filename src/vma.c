@@ -159,13 +159,6 @@ enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p)
 	return CLASS_R;
 }
 
-static const int class_prot[] = {
-	[CLASS_NONE] = PROT_NONE,
-	[CLASS_R] = PROT_READ,
-	[CLASS_RW] = PROT_READ | PROT_WRITE,
-	[CLASS_BASE] = PROT_READ,
-};
-
 /* Class of page @idx in @v, or -1 outside the vma. */
 static int class_at(const struct vmp_vma *v, uint64_t idx)
 {
@@ -174,48 +167,24 @@ static int class_at(const struct vmp_vma *v, uint64_t idx)
 	return vma_class(v, pagemap_get(&v->fh->pagemap, idx));
 }
 
-/* Change of v's kernel VMA count when pages [idx, idx+n) go oldc -> newc. */
+/* Change of v's kernel VMA count when pages [idx, idx+n) go oldc -> newc
+ * (always 0 when the mechanism's classes do not split VMAs). */
 static long boundary_delta(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 			   enum vma_class oldc, enum vma_class newc)
 {
-	int left = idx > v->pgoffset ? class_at(v, idx - 1) : -1;
-	int right = class_at(v, idx + n);
+	int left, right;
 	long d = 0;
+
+	if (!v->fh->mech->counts_kvmas)
+		return 0;
+	left = idx > v->pgoffset ? class_at(v, idx - 1) : -1;
+	right = class_at(v, idx + n);
 
 	if (left >= 0)
 		d += ((int)newc != left) - ((int)oldc != left);
 	if (right >= 0)
 		d += ((int)newc != right) - ((int)oldc != right);
 	return d;
-}
-
-/*
- * Show the base file for pages [idx, idx+n) at @addr.  OS pages wholly past
- * its end would raise SIGBUS in a kernel mapping (also inside a block the
- * file ends in, when blocks are larger than OS pages); they show zeros
- * instead, as the file store reads them, until they are mapped again.
- */
-static int map_base(const struct vmp_fileh *fh, void *addr, uint64_t idx,
-		    uint64_t n)
-{
-	uint64_t size, start = fh->base_off + (idx << fh->pageshift);
-	size_t len = (size_t)n << fh->pageshift, in_file = 0;
-	int ret = os_file_size(fh->base_fd, &size);
-
-	if (ret)
-		return ret;
-	if (size > start) {
-		/* the OS pages that hold at least one byte of the file */
-		uint64_t bytes = (size - start + os_page_size - 1) &
-				 ~(uint64_t)(os_page_size - 1);
-		in_file = bytes < len ? (size_t)bytes : len;
-	}
-	if (in_file &&
-	    (ret = os_map_fixed(addr, in_file, PROT_READ, fh->base_fd, start)))
-		return ret;
-	if (in_file < len)
-		ret = os_map_zero_fixed((char *)addr + in_file, len - in_file);
-	return ret;
 }
 
 int vma_overlay_sigbus(struct vmp_vma *v, uintptr_t addr)
@@ -240,16 +209,7 @@ int vma_overlay_sigbus(struct vmp_vma *v, uintptr_t addr)
 static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 		       enum vma_class oldc, enum vma_class newc)
 {
-	struct vmp_fileh *fh = v->fh;
-	void *addr = (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift));
-	size_t len = (size_t)n << fh->pageshift;
-
-	if (newc == CLASS_BASE)
-		return map_base(fh, addr, idx, n);
-	if (oldc == CLASS_BASE)
-		return os_map_fixed(addr, len, class_prot[newc], fh->memfd,
-				    idx << fh->pageshift);
-	return os_protect(addr, len, class_prot[newc]);
+	return v->fh->mech->show(v, idx, n, oldc, newc);
 }
 
 /* Clip [idx, idx+n) to @v; false if they do not meet. */
@@ -390,6 +350,8 @@ static long count_kvmas(const struct vmp_vma *v, struct vmp_page **pages,
 	uint64_t next = v->pgoffset;  /* the index after the last one seen */
 	long changes = 0;
 
+	if (!v->fh->mech->counts_kvmas)
+		return 1;
 	for (long i = 0; i < n; i++) {
 		int c = vma_class(v, pages[i]);
 		if (pages[i]->index != next) { /* a gap, which shows none */
@@ -406,8 +368,9 @@ static long count_kvmas(const struct vmp_vma *v, struct vmp_page **pages,
 }
 
 /* Show the pages of @fh already resident in @v's range, which a new vma
- * shows as none: one call per run of neighbours in the same state.  Then
- * set its kernel VMA count.  ram->lock held. */
+ * shows as none: one call per run of neighbours in the same state (a lazy
+ * mechanism shows them on their faults).  Then set its kernel VMA count.
+ * ram->lock held. */
 static int vma_show_resident(struct vmp_vma *v)
 {
 	struct vmp_page **pages;
@@ -419,7 +382,7 @@ static int vma_show_resident(struct vmp_vma *v)
 
 	if (n < 0)
 		return (int)n;
-	for (i = 0; i < n && !ret; i = j) {
+	for (i = 0; i < n && !ret && !v->fh->mech->lazy; i = j) {
 		enum vma_class c = vma_class(v, pages[i]);
 		for (j = i + 1; j < n && pages[j]->index == pages[j - 1]->index + 1 &&
 				vma_class(v, pages[j]) == c; j++)
@@ -444,23 +407,6 @@ int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen
 	    pglen > (SIZE_MAX >> fh->pageshift))
 		return -EINVAL;
 	return 0;
-}
-
-static int reserve(struct vmp_fileh *fh, struct vmp_vma *v)
-{
-	size_t len = v->end;
-	void *addr;
-	int ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len, &addr);
-
-	if (ret)
-		return ret;
-	v->start = (uintptr_t)addr;
-	v->end = v->start + len;
-	/* overlay: every page shows the base file until it is written */
-	if ((fh->flags & VMP_OVERLAY) &&
-	    (ret = map_base(fh, addr, v->pgoffset, v->npages)))
-		os_unmap(addr, len);
-	return ret;
 }
 
 /*
@@ -510,7 +456,7 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 			fh->memfd_size = end_bytes;
 	}
 	ram_unlock_api(fh->ram, &saved);
-	if (ret || (ret = reserve(fh, v)))
+	if (ret || (ret = fh->mech->reserve(v)))
 		goto out_free;
 
 	ram_lock_api(fh->ram, &saved);

@@ -812,6 +812,9 @@ void child_catch_sigbus(void)
 	sa.sa_flags = SA_SIGINFO;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
+	/* the library's in front again (userfaultfd faults are SIGBUS too);
+	 * it passes the reporter the SIGBUS it does not serve */
+	(void)vmp_fault_handler_install();
 }
 
 static size_t read_all(int fd, char *buf, size_t cap)
@@ -951,9 +954,18 @@ int count_open_fds(void)
 	int n = 0;
 
 	assert_non_null(d);
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
+	while ((e = readdir(d))) {
+		char path[300], target[64];
+		ssize_t len;
+		if (e->d_name[0] == '.')
+			continue;
+		/* the library's one userfaultfd lives as long as the process */
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len > 0 && (target[len] = 0, strstr(target, "[userfaultfd]")))
+			continue;
+		n++;
+	}
 	closedir(d);
 	return n - 1; /* the directory's own fd */
 }

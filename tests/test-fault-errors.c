@@ -567,7 +567,8 @@ static void test_handle_fault_error(void **state)
 	assert_int_equal(gen_check(pg(f, BAD), f->ps, BAD, 0), 0);
 }
 
-/* A program's own SIGSEGV handler, chaining to the library. */
+/* A program's own SIGSEGV (and SIGBUS: the userfaultfd mechanism's
+ * faults) handler, chaining to the library. */
 static sigjmp_buf chain_jmp;
 static volatile int chain_calls, chain_rc;
 
@@ -587,7 +588,7 @@ static void chaining_handler(int sig, siginfo_t *si, void *uc)
 static void test_own_handler_chains(void **state)
 {
 	struct fix *f = begin(state);
-	struct sigaction sa, old;
+	struct sigaction sa, old, oldbus;
 	int before;
 
 	memset(&sa, 0, sizeof(sa));
@@ -595,6 +596,7 @@ static void test_own_handler_chains(void **state)
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
 	sigemptyset(&sa.sa_mask);
 	assert_int_equal(sigaction(SIGSEGV, &sa, &old), 0);
+	assert_int_equal(sigaction(SIGBUS, &sa, &oldbus), 0);
 	chain_calls = 0;
 
 	/* Reads and writes work through the program's handler (pages apart
@@ -622,6 +624,7 @@ static void test_own_handler_chains(void **state)
 	assert_rc(chain_rc, 0);
 
 	assert_int_equal(sigaction(SIGSEGV, &old, NULL), 0);
+	assert_int_equal(sigaction(SIGBUS, &oldbus, NULL), 0);
 	assert_ok(vmp_fault_handler_install());
 	assert_int_equal(gen_check(pg(f, BAD), f->ps, BAD, 0), 0);
 }

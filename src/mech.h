@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mech.h: how a page's state reaches the MMU: the fault mechanisms.
+ *
+ * The rest of the library keeps page states (internal.h) and derives from
+ * them the class each page shows in each mapping (vma_class(): none, read,
+ * read-write, or the overlay's base file).  A mechanism makes a mapping
+ * show a class, and delivers the faults that ask for a page:
+ *
+ *   mprotect (mech_mprotect.c)  the mapping is a PROT_NONE reservation of
+ *       the handle's memfd; a class is a protection, set with mprotect on
+ *       every change.  Faults are SIGSEGV (libsigsegv).  Every isolated
+ *       page splits a kernel VMA, so the library counts them against
+ *       vm.max_map_count (vma.c).  Overlay handles always use it.
+ *   userfaultfd (mech_uffd.c)  the mapping is a plain read(-write) mapping
+ *       of the memfd registered with a userfaultfd (MISSING | WP | MINOR,
+ *       SIGBUS mode: the faulting thread serves its own fault).  A class is
+ *       a page-table state: no entry (a MINOR or MISSING fault), write-
+ *       protected, or writable.  Classes are shown lazily: a page that
+ *       became readable is mapped where it faulted, other mappings map it
+ *       on their own next fault (MINOR).  One kernel VMA per mapping.
+ */
+#ifndef VMP_MECH_H
+#define VMP_MECH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vmp_vma;
+struct vmp_fileh;
+
+/* Protection classes a page can show in a vma (vma_class()). */
+enum vma_class { CLASS_NONE, CLASS_R, CLASS_RW, CLASS_BASE };
+
+struct mech {
+	const char *name;
+	int faults;        /* VMP_FAULTS_SIGSEGV or VMP_FAULTS_UFFD */
+	bool counts_kvmas; /* its classes split kernel VMAs: keep count */
+	bool lazy;         /* a class need not show until the page faults */
+	/* Reserve the address range of @v (v->end holds its length until
+	 * then) over v->fh's memfd from page v->pgoffset, every page showing
+	 * CLASS_NONE (or the base file, overlay), not inherited by fork().
+	 * Sets v->start, v->end.  0 or -errno. */
+	int (*reserve)(struct vmp_vma *v);
+	/* Pages [idx, idx+n) of @v showed @oldc: show @newc.  0 or -errno.
+	 * No lock need be held (the caller keeps the pages from changing). */
+	int (*show)(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+		    enum vma_class oldc, enum vma_class newc);
+};
+
+extern const struct mech mech_mprotect;
+extern const struct mech mech_uffd;
+
+/* userfaultfd: 0 if this process can use it (the kernel has the features,
+ * the syscall is allowed), else -errno (-ENOSYS, -EPERM, -EINVAL). */
+int uffd_available(void);
+/* Map page @idx of @v as @c where the fault found no page-table entry (a
+ * MINOR fault).  1 mapped, 0 it was mapped already (so the fault was a
+ * write-protect one), -errno. */
+int uffd_map_page(const struct vmp_vma *v, uint64_t idx, enum vma_class c);
+void uffd_fork_prepare(void);
+void uffd_fork_parent(void);
+void uffd_fork_child(void);
+
+/* Overlay (mech_mprotect.c): show the base file for pages [idx, idx+n) of
+ * @fh at @addr, zeros past its end.  0 or -errno. */
+int map_base(const struct vmp_fileh *fh, void *addr, uint64_t idx, uint64_t n);
+
+#endif /* VMP_MECH_H */

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mech_uffd.c: the userfaultfd fault mechanism (mech.h).
+ *
+ * One userfaultfd per process, in SIGBUS mode: a fault in a registered
+ * range raises SIGBUS in the faulting thread (fault.c serves it), no
+ * service thread.  A mapping is a MAP_SHARED mapping of the handle's memfd
+ * with the mapping's own protection, registered MISSING | WP | MINOR:
+ *   - a page not in the memfd faults MISSING: it is loaded (pwrite into the
+ *     memfd, then shown);
+ *   - a page in the memfd without a page-table entry here faults MINOR: it
+ *     is mapped with UFFDIO_CONTINUE, write-protected unless it shows
+ *     read-write (a clean page, deactivated by MADV_DONTNEED, or shown
+ *     lazily in a second mapping);
+ *   - a write to a write-protected page faults WP: it becomes dirty and
+ *     UFFDIO_WRITEPROTECT lets writes through.
+ * Dropping a page is fallocate(PUNCH_HOLE) (fileh.c), which also takes it
+ * out of every page table.  Nothing splits the mapping's kernel VMA.
+ *
+ * Needs Linux 6.4 (UFFDIO_CONTINUE_MODE_WP on shmem); checked once per
+ * process by trying it on a page of its own (uffd_available()).  Creating
+ * the userfaultfd with UFFD_USER_MODE_ONLY works without privilege.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1) /* Linux 6.4 */
+#endif
+
+#define FEATURES (UFFD_FEATURE_SIGBUS | UFFD_FEATURE_MINOR_SHMEM |            \
+		  UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+#define REGISTER_MODES (UFFDIO_REGISTER_MODE_MISSING |                        \
+			UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR)
+
+/* uffd_lock guards the two below while they are being set; after that
+ * uffd_fd is read without it (atomic). */
+static pthread_mutex_t uffd_lock = PTHREAD_MUTEX_INITIALIZER;
+static int uffd_fd = -1;
+static int uffd_state; /* 0 not tried, 1 usable, -errno not usable */
+
+/* An ioctl on the userfaultfd, retried while the kernel says the address
+ * space is changing under it.  0 or -errno; errno kept. */
+static int uffd_ioctl(unsigned long req, void *arg)
+{
+	int saved = errno, ret = 0;
+
+	for (int tries = 0; ioctl(uffd_fd, req, arg) < 0; tries++) {
+		if (errno != EAGAIN || tries == 1000) {
+			ret = -errno;
+			break;
+		}
+	}
+	errno = saved;
+	return ret;
+}
+
+static int uffd_register(void *addr, size_t len)
+{
+	struct uffdio_register reg = {
+		.range = { (uintptr_t)addr, len },
+		.mode = REGISTER_MODES,
+	};
+
+	return uffd_ioctl(UFFDIO_REGISTER, &reg);
+}
+
+static int uffd_continue(void *addr, size_t len, bool wp)
+{
+	struct uffdio_continue c = {
+		.range = { (uintptr_t)addr, len },
+		.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0,
+	};
+
+	return uffd_ioctl(UFFDIO_CONTINUE, &c);
+}
+
+static int uffd_protect(void *addr, size_t len, bool wp)
+{
+	struct uffdio_writeprotect w = {
+		.range = { (uintptr_t)addr, len },
+		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+
+	return uffd_ioctl(UFFDIO_WRITEPROTECT, &w);
+}
+
+/* Map a page of a memfd through a registered mapping, write-protected, as
+ * the mechanism will: only a kernel with all it needs can. */
+static int self_test(void)
+{
+	size_t ps = os_page_size;
+	int fd = os_memfd_create("vmpage-uffd-test");
+	void *p = NULL;
+	int ret;
+
+	if (fd < 0)
+		return fd;
+	if (!(ret = os_resize(fd, ps)) &&
+	    !(ret = os_reserve(fd, 0, ps, PROT_READ | PROT_WRITE, &p)) &&
+	    !(ret = uffd_register(p, ps))) {
+		char zero = 0;
+		ret = os_pwrite_full(fd, &zero, 1, 0);
+		if (!ret)
+			ret = uffd_continue(p, ps, true);
+	}
+	if (p)
+		os_unmap(p, ps);
+	close(fd);
+	return ret == -EINVAL ? -ENOSYS : ret;
+}
+
+static int uffd_open(void)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = FEATURES };
+	int fd = (int)syscall(SYS_userfaultfd,
+			      O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+
+	if (fd < 0)
+		return errno == EINVAL || errno == ENOSYS ? -ENOSYS : -errno;
+	if (ioctl(fd, UFFDIO_API, &api) < 0 ||
+	    (api.features & FEATURES) != FEATURES) {
+		close(fd);
+		return -ENOSYS; /* features missing: Linux before 5.19 */
+	}
+	uffd_fd = fd;
+	return 0;
+}
+
+int uffd_available(void)
+{
+	int saved = errno, ret;
+
+	pthread_mutex_lock(&uffd_lock);
+	if (!uffd_state) {
+		ret = uffd_open();
+		if (!ret && (ret = self_test())) {
+			close(uffd_fd);
+			uffd_fd = -1;
+		}
+		uffd_state = ret ? ret : 1;
+	}
+	ret = uffd_state < 0 ? uffd_state : 0;
+	pthread_mutex_unlock(&uffd_lock);
+	errno = saved;
+	return ret;
+}
+
+void uffd_fork_prepare(void)
+{
+	pthread_mutex_lock(&uffd_lock);
+}
+
+void uffd_fork_parent(void)
+{
+	pthread_mutex_unlock(&uffd_lock);
+}
+
+/* The child of a fork() has no registrations and must not use the
+ * parent's userfaultfd (it belongs to the parent's address space): it
+ * makes its own if it needs one. */
+void uffd_fork_child(void)
+{
+	if (uffd_fd >= 0)
+		close(uffd_fd);
+	uffd_fd = -1;
+	uffd_state = 0;
+	pthread_mutex_unlock(&uffd_lock);
+}
+
+static void *page_addr(const struct vmp_vma *v, uint64_t idx)
+{
+	return (void *)(v->start + ((idx - v->pgoffset) << v->fh->pageshift));
+}
+
+static int uffd_reserve(struct vmp_vma *v)
+{
+	struct vmp_fileh *fh = v->fh;
+	size_t len = v->end;
+	void *addr;
+	int ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len,
+			     v->prot, &addr);
+
+	if (ret)
+		return ret;
+	if ((ret = uffd_register(addr, len))) {
+		os_unmap(addr, len);
+		return ret;
+	}
+	v->start = (uintptr_t)addr;
+	v->end = v->start + len;
+	return 0;
+}
+
+/* Map pages [idx, idx+n) of @v page by page, those not mapped yet. */
+static int continue_each(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+			 bool wp)
+{
+	size_t ps = fh_pagesize(v->fh);
+
+	for (uint64_t i = 0; i < n; i++) {
+		int ret = uffd_continue(page_addr(v, idx + i), ps, wp);
+		if (ret && ret != -EEXIST)
+			return ret;
+	}
+	return 0;
+}
+
+static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+		     enum vma_class oldc, enum vma_class newc)
+{
+	void *addr = page_addr(v, idx);
+	size_t len = (size_t)n << v->fh->pageshift;
+	int ret;
+
+	switch (newc) {
+	case CLASS_NONE:
+		return os_dontneed(addr, len);
+	case CLASS_R:
+	case CLASS_RW:
+		if (oldc != CLASS_NONE) /* mapped here, or to be on a fault */
+			return uffd_protect(addr, len, newc == CLASS_R);
+		/* newly readable: map them here now, the faulting mapping
+		 * among them (some may be mapped already: one by one then) */
+		ret = uffd_continue(addr, len, newc == CLASS_R);
+		return ret == -EEXIST ? continue_each(v, idx, n, newc == CLASS_R)
+				      : ret;
+	case CLASS_BASE:
+		break;
+	}
+	vmp_assert(!"overlay handles use the mprotect mechanism");
+	return -EINVAL;
+}
+
+int uffd_map_page(const struct vmp_vma *v, uint64_t idx, enum vma_class c)
+{
+	int ret = uffd_continue(page_addr(v, idx), fh_pagesize(v->fh),
+				c != CLASS_RW);
+
+	return ret == -EEXIST ? 0 : ret ? ret : 1;
+}
+
+const struct mech mech_uffd = {
+	.name = "uffd",
+	.faults = VMP_FAULTS_UFFD,
+	.counts_kvmas = false,
+	.lazy = true,
+	.reserve = uffd_reserve,
+	.show = uffd_show,
+};
