@@ -178,6 +178,25 @@ static void check_page(const char *p, size_t bs, uint64_t blk)
 	child_check(gen_check(p, bs, blk, 0) == 0);
 }
 
+/* In a child: unmap @p, close @fh, free @store and @ram, all succeeding. */
+static void close_all(void *p, vmp_fileh *fh, vmp_store *store, vmp_ram *ram)
+{
+	child_check_rc(vmp_munmap(p), 0);
+	child_check_rc(vmp_fileh_close(fh), 0);
+	child_check_rc(vmp_store_free(store), 0);
+	child_check_rc(vmp_ram_free(ram), 0);
+}
+
+/* A test that runs @fn(@arg) in a child, which must exit 0. */
+#define CHILD_TEST(name, fn, arg)                                              \
+	static void name(void **state)                                         \
+	{                                                                      \
+		struct child_result r;                                         \
+		(void)state;                                                   \
+		run_child(fn, arg, &r);                                        \
+		assert_child_exited_ok(&r);                                    \
+	}
+
 /* A thread that touches a page and then reaches a cancellation point. */
 struct toucher {
 	pthread_t th;
@@ -260,10 +279,7 @@ static void child_cancel_waiting_fault(void *arg)
 	check_page(p, ps, 0);
 	check_page(p + ps, ps, 1);
 	child_check(__atomic_load_n(&t.loads, __ATOMIC_RELAXED) == 2);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
 /* A thread cancelled inside loadblk, at a cancellation point there. */
@@ -292,10 +308,7 @@ static void child_cancel_in_loadblk(void *arg)
 	/* the page was installed, not left LOADING */
 	check_page(p + 2 * ps, ps, 2);
 	child_check(__atomic_load_n(&t.loads, __ATOMIC_RELAXED) == 1);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
 /* A thread cancelled inside storeblk, during vmp_writeout. */
@@ -330,10 +343,7 @@ static void child_cancel_in_storeblk(void *arg)
 	child_check_rc(vmp_fileh_dirty_count(fh, &ndirty), 0);
 	child_check(ndirty == 0);
 	child_check_rc(vmp_discard(fh), 0); /* no writeout left busy */
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
 /* A thread cancelled while vmp_munmap waits for a fault in flight. */
@@ -373,47 +383,16 @@ static void child_cancel_munmap(void *arg)
 	child_check_rc(vmp_mmap(fh, 0, 4, PROT_READ, (void **)&q), 0);
 	check_page(q + ps, ps, 1);
 	check_page(q + 3 * ps, ps, 3);
-	child_check_rc(vmp_munmap(q), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(q, fh, t.store, ram);
 }
 
-static void test_cancel_waiting_fault(void **state)
-{
-	struct child_result r;
+CHILD_TEST(test_cancel_waiting_fault, child_cancel_waiting_fault, NULL)
 
-	(void)state;
-	run_child(child_cancel_waiting_fault, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_cancel_in_loadblk, child_cancel_in_loadblk, NULL)
 
-static void test_cancel_in_loadblk(void **state)
-{
-	struct child_result r;
+CHILD_TEST(test_cancel_in_storeblk, child_cancel_in_storeblk, NULL)
 
-	(void)state;
-	run_child(child_cancel_in_loadblk, NULL, &r);
-	assert_child_exited_ok(&r);
-}
-
-static void test_cancel_in_storeblk(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_cancel_in_storeblk, NULL, &r);
-	assert_child_exited_ok(&r);
-}
-
-static void test_cancel_munmap(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_cancel_munmap, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_cancel_munmap, child_cancel_munmap, NULL)
 
 /* --- 3, 8. faults that fail inside store callbacks ---------------------- */
 
@@ -548,14 +527,7 @@ static void child_nested_failure(void *arg)
 	child_check_rc(vmp_ram_free(ram), 0);
 }
 
-static void test_nested_failure_fails_the_load(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_nested_failure, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_nested_failure_fails_the_load, child_nested_failure, NULL)
 
 static int escape_from_error_handler(const struct vmp_fault_error *e, void *arg)
 {
@@ -606,14 +578,7 @@ static void child_error_handler_escape(void *arg)
 	child_check_rc(vmp_ram_free(ram), 0);
 }
 
-static void test_error_handler_escape(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_error_handler_escape, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_error_handler_escape, child_error_handler_escape, NULL)
 
 /* --- 4, 5. the signal mask and errno of the interrupted code ------------ */
 
@@ -660,20 +625,10 @@ static void child_signal_mask(void *arg)
 	(void)peek(p + 2 * ps);
 	check_load_mask(&t, true);
 	pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
-static void test_callbacks_signal_mask(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_signal_mask, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_callbacks_signal_mask, child_signal_mask, NULL)
 
 /* A loadblk that makes a failing system call. */
 static int errno_loadblk(void *ctx, uint64_t blk, void *buf)
@@ -802,10 +757,7 @@ static void child_chain(void *arg)
 	child_check(mprotect(guard_page, ps, PROT_NONE) == 0);
 	poke(guard_page, 6);
 	child_check(program_faults == 3 && peek(guard_page) == 6);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
 /* The library must be new to the process: run the child as a fresh
@@ -817,14 +769,7 @@ static void exec_self(void *scenario)
 	child_fail(__FILE__, __LINE__, "execl");
 }
 
-static void test_chain_to_previous_handler(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(exec_self, "chain", &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_chain_to_previous_handler, exec_self, "chain")
 
 /* --- 12. overlay over a file cut short ---------------------------------- */
 
@@ -862,10 +807,7 @@ static void child_overlay_truncated(void *arg)
 	child_check_rc(vmp_mmap(fh, 0, 4, PROT_READ, (void **)&p), 0);
 	child_check(peek(p + bs + 99) == gen_byte(1, 99, 0));
 	child_check(peek(p + 2 * bs - 1) == 0 && peek(p + 3 * bs) == 0);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, store, ram);
 	close(fd);
 }
 
@@ -945,20 +887,10 @@ static void child_sigbus_chained(void *arg)
 		child_check_rc(vmp_store_free(fs), 0);
 	}
 	close(fd);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
-static void test_sigbus_chained(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_sigbus_chained, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_sigbus_chained, child_sigbus_chained, NULL)
 
 /* --- 7. the memory limit and loads in flight ---------------------------- */
 
@@ -1000,20 +932,10 @@ static void child_wait_for_loads(void *arg)
 	/* dirty pages still make it fail */
 	poke(p + ps, 1);
 	child_check_rc(guarded_peek(p, &v), -ENOMEM);
-	child_check_rc(vmp_munmap(p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(p, fh, t.store, ram);
 }
 
-static void test_memlimit_waits_for_loads(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_wait_for_loads, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_memlimit_waits_for_loads, child_wait_for_loads, NULL)
 
 /* The case: 16 threads reading 2 MiB blocks under 16 MiB. */
 #define BIG_BS (2 * MiB)
@@ -1138,20 +1060,10 @@ static void child_small_stack(void *arg)
 	child_check(pthread_join(th, NULL) == 0);
 	child_check(c.ok);
 	child_check(t.loads == CHAIN + 1);
-	child_check_rc(vmp_munmap(c.p), 0);
-	child_check_rc(vmp_fileh_close(fh), 0);
-	child_check_rc(vmp_store_free(t.store), 0);
-	child_check_rc(vmp_ram_free(ram), 0);
+	close_all(c.p, fh, t.store, ram);
 }
 
-static void test_nested_loads_small_stack(void **state)
-{
-	struct child_result r;
-
-	(void)state;
-	run_child(child_small_stack, NULL, &r);
-	assert_child_exited_ok(&r);
-}
+CHILD_TEST(test_nested_loads_small_stack, child_small_stack, NULL)
 
 #define HUGE_BS (16 * MiB)
 #define LOADERS 8
