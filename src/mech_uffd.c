@@ -41,8 +41,9 @@
 #define REGISTER_MODES (UFFDIO_REGISTER_MODE_MISSING |                        \
 			UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR)
 
-/* uffd_lock guards the two below while they are being set; after that
- * uffd_fd is read without it (atomic). */
+/* uffd_lock guards the two below.  The fault path reads uffd_fd without
+ * it: it runs only on mappings of a RAM that chose userfaultfd, after
+ * uffd_available() set it (the RAM's lock orders the two). */
 static pthread_mutex_t uffd_lock = PTHREAD_MUTEX_INITIALIZER;
 static int uffd_fd = -1;
 static int uffd_state; /* 0 not tried, 1 usable, -errno not usable */
