@@ -94,6 +94,8 @@ struct vmp_page {
 	uint16_t mapper;      /* LOADED, DIRTY: tag of the thread whose fault
 				 last made the page readable (see fault.c,
 				 is_write()) */
+	uint8_t ra_order;     /* log2 of the read-ahead window that loaded
+				 it (load.c, readahead()) */
 };
 
 /* Hashed condition variables for "page no longer LOADING". */
@@ -187,10 +189,6 @@ struct vmp_vma {
 	struct vmp_list fh_link;  /* on fh->vmas; ram->lock */
 	unsigned inflight;        /* faults past lookup; ram->lock (atomic inc) */
 	long kvmas;               /* its kernel VMAs, see vma.c; ram->lock */
-	uint64_t ra_next;         /* read-ahead: index a sequential reader
-				     faults on next; ram->lock */
-	uint32_t ra_window;       /* read-ahead: pages loaded at the last
-				     sequential fault; ram->lock */
 };
 
 

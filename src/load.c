@@ -86,30 +86,41 @@ static struct load_scratch *scratch_get(void)
 
 /* --- loading --- */
 
-/* How many pages to load for a fault at @idx: a window that grows while
- * faults are sequential, cut at the vma end and at the first present page. */
+/*
+ * How many pages to load for a fault at @idx.  Read-ahead follows each
+ * sequential stream by itself, whatever thread or interleaving, as the
+ * kernel's context read-ahead does: the pages before the fault say whether
+ * it continues a stream, and how far (page->ra_order: the window that
+ * loaded them).  After a window of 2^k pages the next is 4x as large, up to
+ * the cap; a page after two resident pages (single loads) starts a stream
+ * with 4 pages; any other fault loads its page alone, so random access
+ * loads next to nothing it does not touch.  The window stops at the vma's
+ * end and at the first present page.
+ */
 static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 {
 	struct vmp_fileh *fh = v->fh;
-	uint64_t max = RA_MAX_BYTES >> fh->pageshift, n;
+	uint64_t max = RA_MAX_BYTES >> fh->pageshift, want = 1, n;
+	const struct vmp_page *prev;
 
-	if (fh->flags & VMP_NO_READAHEAD)
+	if ((fh->flags & VMP_NO_READAHEAD) || idx == v->pgoffset)
 		return 1;
-
 	if (fh->ram->limit_bytes && max > (fh->ram->limit_bytes / 8) >> fh->pageshift)
 		max = (fh->ram->limit_bytes / 8) >> fh->pageshift;
 	if (max > RA_MAX_PAGES)
 		max = RA_MAX_PAGES;
-	if (max < 1)
-		max = 1;
-	if (idx == v->ra_next && v->ra_window)
-		v->ra_window = v->ra_window * 4 < max ? v->ra_window * 4 : (uint32_t)max;
-	else
-		v->ra_window = 1;
-	for (n = 1; n < v->ra_window && idx + n < v->pgoffset + v->npages; n++)
+	prev = pagemap_get(&fh->pagemap, idx - 1);
+	if (!prev || prev->state == PAGE_LOADING || prev->state == PAGE_GONE)
+		return 1;
+	if (prev->ra_order)
+		want = (uint64_t)4 << prev->ra_order;
+	else if (idx - 1 > v->pgoffset && pagemap_get(&fh->pagemap, idx - 2))
+		want = 4;
+	if (want > max)
+		want = max;
+	for (n = 1; n < want && idx + n < v->pgoffset + v->npages; n++)
 		if (pagemap_get(&fh->pagemap, idx + n))
 			break;
-	v->ra_next = idx + n;
 	return n;
 }
 
@@ -467,6 +478,8 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		}
 		p->state = PAGE_LOADING;
 		p->run = r;
+		/* the window, for the read-ahead of the next fault (log2 n) */
+		p->ra_order = (uint8_t)(63 - __builtin_clzll(n));
 		pagemap_insert(&fh->pagemap, p);
 		r->pages[i] = p;
 	}

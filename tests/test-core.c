@@ -230,6 +230,98 @@ static void test_several_handles_and_rams(void **state)
  * blocks in one call, every block is loaded once, the bytes are right.
  * When loadblks fails, the faulting block is loaded alone with loadblk and
  * the program sees nothing of it. */
+/*
+ * Read-ahead follows each sequential stream by itself (issue 14): two
+ * streams interleaved page by page in one thread, and two threads each
+ * scanning its half of one mapping, get their growing windows (a few dozen
+ * faults for thousands of pages), as one stream alone does; random
+ * touches load little more than they touch.
+ */
+#define STREAM_PAGES 4096
+
+struct half_scan {
+	pthread_t th;
+	const char *p;
+	uint64_t first;
+	int bad;
+};
+
+static void *half_scan_main(void *arg)
+{
+	struct half_scan *h = arg;
+	size_t ps = os_page();
+
+	for (uint64_t b = h->first; b < h->first + STREAM_PAGES; b++)
+		h->bad += gen_check(h->p + b * ps, ps, b, 0) != 0;
+	return NULL;
+}
+
+static void test_readahead_per_stream(void **state)
+{
+	const size_t ps = os_page();
+	struct mock *m = mock_new(ps, 1 << 20, MOCK_BATCH | MOCK_READONLY);
+	struct half_scan h[2];
+	struct vmp_stats st;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	fh = open_fh(ram, m, 0);
+
+	/* two streams, interleaved page by page */
+	p = map_pages(fh, 0, 2 * STREAM_PAGES, PROT_READ);
+	for (uint64_t i = 0; i < STREAM_PAGES; i++) {
+		assert_int_equal(gen_check(p + i * ps, ps, i, 0), 0);
+		assert_int_equal(gen_check(p + (STREAM_PAGES + i) * ps, ps,
+					   STREAM_PAGES + i, 0), 0);
+	}
+	st = ram_stats(ram);
+	assert_u64_le(st.faults, 64);
+	assert_true(st.readahead_pages >= 2 * STREAM_PAGES - 64);
+	assert_ok(vmp_munmap(p));
+
+	/* two threads, a half each, through one mapping */
+	p = map_pages(fh, 2 * STREAM_PAGES, 2 * STREAM_PAGES, PROT_READ);
+	for (int i = 0; i < 2; i++) {
+		h[i] = (struct half_scan){ .p = p - 2 * STREAM_PAGES * ps,
+					   .first = (2 + (uint64_t)i) * STREAM_PAGES };
+		assert_int_equal(pthread_create(&h[i].th, NULL, half_scan_main,
+						&h[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pthread_join(h[i].th, NULL), 0);
+		assert_int_equal(h[i].bad, 0);
+	}
+	assert_u64_le(ram_stats(ram).faults - st.faults, 64);
+	assert_ok(vmp_munmap(p));
+
+	/* random touches: at most 1.1x the pages touched are loaded */
+	p = map_pages(fh, 8 * STREAM_PAGES, 64 * STREAM_PAGES, PROT_READ);
+	st = ram_stats(ram);
+	{
+		struct rng r;
+		uint64_t touched = 0;
+		static uint8_t seen[64 * STREAM_PAGES];
+
+		rng_seed(&r, test_seed(7));
+		memset(seen, 0, sizeof(seen));
+		for (int i = 0; i < 20000; i++) {
+			uint64_t b = rng_below(&r, 64 * STREAM_PAGES);
+			(void)peek(p + b * ps);
+			touched += !seen[b];
+			seen[b] = 1;
+		}
+		assert_u64_le(ram_stats(ram).loads - st.loads, touched * 11 / 10);
+	}
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 static void test_readahead_loadblks(void **state)
 {
 	const size_t ps = os_page();
@@ -638,6 +730,7 @@ FD_CHECKED(test_lazy_load_1tib)
 FD_CHECKED(test_overlapping_mappings)
 FD_CHECKED(test_several_handles_and_rams)
 FD_CHECKED(test_readahead_loadblks)
+FD_CHECKED(test_readahead_per_stream)
 FD_CHECKED(test_concurrent_faults_load_once)
 FD_CHECKED(test_readonly_write_sigsegv)
 FD_CHECKED(test_page_sizes)
@@ -651,6 +744,7 @@ int main(void)
 		FD_TEST(test_overlapping_mappings),
 		FD_TEST(test_several_handles_and_rams),
 		FD_TEST(test_readahead_loadblks),
+		FD_TEST(test_readahead_per_stream),
 		FD_TEST(test_concurrent_faults_load_once),
 		FD_TEST(test_readonly_write_sigsegv),
 		FD_TEST(test_page_sizes),
