@@ -56,8 +56,11 @@ static int mprotect_reserve(struct vmp_vma *v)
 	struct vmp_fileh *fh = v->fh;
 	size_t len = v->end;
 	void *addr;
-	int ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len,
-			     PROT_NONE, &addr);
+	uint64_t off = v->pgoffset << fh->pageshift;
+	/* huge pages line up with the file clean pages come from */
+	int ret = os_reserve(fh->memfd, off, len, PROT_NONE,
+			     (fh->flags & VMP_OVERLAY) ? fh->base_off + off : off,
+			     &addr);
 
 	if (ret)
 		return ret;

@@ -106,7 +106,7 @@ static int self_test(void)
 	if (fd < 0)
 		return fd;
 	if (!(ret = os_resize(fd, ps)) &&
-	    !(ret = os_reserve(fd, 0, ps, PROT_READ | PROT_WRITE, &p)) &&
+	    !(ret = os_reserve(fd, 0, ps, PROT_READ | PROT_WRITE, 0, &p)) &&
 	    !(ret = uffd_register(p, ps))) {
 		char zero = 0;
 		ret = os_pwrite_full(fd, &zero, 1, 0);
@@ -187,8 +187,8 @@ static int uffd_reserve(struct vmp_vma *v)
 	struct vmp_fileh *fh = v->fh;
 	size_t len = v->end;
 	void *addr;
-	int ret = os_reserve(fh->memfd, v->pgoffset << fh->pageshift, len,
-			     v->prot, &addr);
+	uint64_t off = v->pgoffset << fh->pageshift;
+	int ret = os_reserve(fh->memfd, off, len, v->prot, off, &addr);
 
 	if (ret)
 		return ret;

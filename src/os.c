@@ -55,13 +55,51 @@ int os_resize(int fd, uint64_t size)
 	OS_CALL(ftruncate(fd, (off_t)size));
 }
 
-int os_reserve(int fd, uint64_t off, size_t len, int prot, void **addrp)
+/* The kernel maps a 2 MiB folio (a file's large page-cache folio, shmem's
+ * huge page) with one PMD only where address and file offset agree modulo
+ * 2 MiB; a plain mmap gives no such address. */
+#define HUGE_ALIGN ((uintptr_t)2 << 20)
+
+/* Map @fd at an address congruent to @congruent modulo HUGE_ALIGN: find a
+ * hole HUGE_ALIGN larger, map there, give back the rest.  MAP_FAILED if it
+ * cannot (the caller then maps anywhere). */
+static void *map_congruent(int fd, uint64_t off, size_t len, int prot,
+			   uint64_t congruent)
+{
+	size_t span = len + HUGE_ALIGN;
+	void *hole = mmap(NULL, span, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uintptr_t h = (uintptr_t)hole, a;
+	void *p;
+
+	if (hole == MAP_FAILED)
+		return MAP_FAILED;
+	a = h + (((uintptr_t)congruent - h) & (HUGE_ALIGN - 1));
+	p = mmap((void *)a, len, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
+		 fd, (off_t)off);
+	if (p == MAP_FAILED) {
+		munmap(hole, span);
+		return MAP_FAILED;
+	}
+	if (a > h)
+		munmap(hole, a - h);
+	if (h + span > a + len)
+		munmap((void *)(a + len), h + span - (a + len));
+	return p;
+}
+
+int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
+	       void **addrp)
 {
 	int saved = errno;
-	void *p = mmap(NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd,
-		       (off_t)off);
+	void *p = MAP_FAILED;
 	int ret = 0;
 
+	if (len >= HUGE_ALIGN)
+		p = map_congruent(fd, off, len, prot, congruent);
+	if (p == MAP_FAILED)
+		p = mmap(NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd,
+			 (off_t)off);
 	if (p == MAP_FAILED) {
 		ret = -errno;
 	} else if (madvise(p, len, MADV_DONTFORK) < 0) {

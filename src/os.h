@@ -21,8 +21,11 @@ int os_init(void);
 int os_memfd_create(const char *name);
 int os_resize(int fd, uint64_t size);
 /* Reserve @len bytes showing @fd from @off with @prot, MAP_SHARED, not
- * inherited by fork().  Returns the address in *addrp. */
-int os_reserve(int fd, uint64_t off, size_t len, int prot, void **addrp);
+ * inherited by fork(), at an address congruent to @congruent modulo 2 MiB
+ * when @len holds 2 MiB (so that huge pages can be mapped whole).  Returns
+ * the address in *addrp. */
+int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
+	       void **addrp);
 /* Drop the page-table entries of [addr, addr+len) (the pages stay). */
 int os_dontneed(void *addr, size_t len);
 /* Map @fd at @off over [addr, addr+len) with @prot (MAP_FIXED). */

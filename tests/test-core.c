@@ -322,6 +322,39 @@ static void test_readahead_per_stream(void **state)
 	mock_free(m);
 }
 
+/* Mappings of 2 MiB or more sit where huge pages can be mapped whole: the
+ * address agrees with the page's offset (in the memfd, or in the base file
+ * of an overlay handle) modulo 2 MiB (issue 14). */
+static void test_huge_alignment(void **state)
+{
+	const size_t ps = os_page();
+	const uintptr_t huge = 2 * MiB;
+	struct mock *m = mock_new(ps, 4096, MOCK_FILE);
+	const uint64_t offs[] = { 0, 3, 512, 1000 };
+	vmp_ram *ram;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	for (int overlay = 0; overlay < 2; overlay++) {
+		vmp_fileh *fh = open_fh(ram, m, overlay ? VMP_OVERLAY : 0);
+		for (size_t i = 0; i < ARRAY_LEN(offs); i++) {
+			char *p = map_pages(fh, offs[i], 1024, PROT_READ);
+			uintptr_t want = (offs[i] * ps) & (huge - 1);
+			if (((uintptr_t)p & (huge - 1)) != want)
+				fail_msg("mapping of page %llu at %p: not %#lx "
+					 "modulo 2 MiB",
+					 (unsigned long long)offs[i], (void *)p,
+					 (unsigned long)want);
+			assert_int_equal(gen_check(p + 5 * ps, ps, offs[i] + 5, 0), 0);
+			assert_ok(vmp_munmap(p));
+		}
+		assert_ok(vmp_fileh_close(fh));
+	}
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 static void test_readahead_loadblks(void **state)
 {
 	const size_t ps = os_page();
@@ -731,6 +764,7 @@ FD_CHECKED(test_overlapping_mappings)
 FD_CHECKED(test_several_handles_and_rams)
 FD_CHECKED(test_readahead_loadblks)
 FD_CHECKED(test_readahead_per_stream)
+FD_CHECKED(test_huge_alignment)
 FD_CHECKED(test_concurrent_faults_load_once)
 FD_CHECKED(test_readonly_write_sigsegv)
 FD_CHECKED(test_page_sizes)
@@ -745,6 +779,7 @@ int main(void)
 		FD_TEST(test_several_handles_and_rams),
 		FD_TEST(test_readahead_loadblks),
 		FD_TEST(test_readahead_per_stream),
+		FD_TEST(test_huge_alignment),
 		FD_TEST(test_concurrent_faults_load_once),
 		FD_TEST(test_readonly_write_sigsegv),
 		FD_TEST(test_page_sizes),
