@@ -216,16 +216,21 @@ static uint64_t drop_batch(vmp_ram *ram, uint64_t bytes)
 /*
  * Keep a third of the clean pages inactive once the RAM is half full, so
  * that pages get a probation period to show they are used before they
- * reach the inactive tail.
+ * reach the inactive tail.  Moves at most @max pages: a fault that only
+ * tops the list up does a bounded share; reclaim restores it whole, or
+ * its drops (a read-ahead window's worth at a time) would drain the list
+ * faster than faults refill it, and then take active pages with no
+ * probation at all: a hot set, untouched by faults while it is mapped,
+ * sits at the active tail.
  */
-static void refill_inactive(vmp_ram *ram)
+static void refill_inactive(vmp_ram *ram, uint64_t max)
 {
 	uint64_t moved = 0;
 
 	if (!ram->limit_bytes || ram->used_bytes < ram->limit_bytes / 2)
 		return;
 	while (ram->nactive && ram->ninactive * 2 < ram->nactive &&
-	       moved < 4 * RECLAIM_BATCH) {
+	       moved < max) {
 		uint64_t before = ram->nactive;
 		deactivate_batch(ram);
 		if (ram->nactive == before)
@@ -249,6 +254,8 @@ static uint64_t reclaim_bytes(vmp_ram *ram, uint64_t bytes)
 {
 	uint64_t freed = 0;
 
+	refill_inactive(ram, UINT64_MAX);
+
 	while (freed < bytes && (ram->ninactive || ram->nactive)) {
 		if (!ram->ninactive) {
 			uint64_t before = ram->nactive;
@@ -258,7 +265,7 @@ static uint64_t reclaim_bytes(vmp_ram *ram, uint64_t bytes)
 		}
 		freed += drop_batch(ram, bytes - freed);
 	}
-	refill_inactive(ram);
+	refill_inactive(ram, UINT64_MAX);
 	return freed;
 }
 
@@ -290,7 +297,7 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 
 	if (!over_limit(ram, bytes)) {
 		if (bytes)
-			refill_inactive(ram);
+			refill_inactive(ram, 4 * RECLAIM_BATCH);
 	}
 	while (over_limit(ram, bytes)) {
 		uint64_t need = ram->used_bytes + bytes - limit;
