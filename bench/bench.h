@@ -193,6 +193,8 @@ struct job {
 	int threads;            /* 0: in the main thread */
 	bool spin;              /* loadblk computes ~20 us per block */
 	bool overlay;           /* VMP_OVERLAY */
+	int faults;             /* library rows: VMP_FAULTS_SIGSEGV or _UFFD
+				   (0: SIGSEGV) */
 	int nm;
 	struct metric *m[MAX_METRICS_PER_JOB];
 	bool run_it;
@@ -215,6 +217,9 @@ job_fn job_gen_seq;       /* ps */
 job_fn job_changeset;     /* ps, overlay: 4 metrics */
 job_fn job_threads;       /* threads, spin */
 job_fn job_meta;          /* 2 metrics: untouched mapping, per page */
+/* Whether userfaultfd can serve faults here: 0, or why not (-errno).
+ * Found out once, in setup. */
+extern int g_uffd_err;
 
 /* --- the table: rows.c builds it, main.c runs it, report.c prints it ---- */
 

@@ -4,7 +4,8 @@
  * fresh RAM, handle and mapping, runs one of the access loops of data.c (or
  * the change-set steps) under vmp_guard(), so that a fault the library
  * cannot serve becomes an error in the table instead of a SIGBUS, and checks
- * the bytes.
+ * the bytes.  Each row runs with the fault mechanism of its job (j->faults:
+ * SIGSEGV, or userfaultfd for the "@uffd" copies).
  *
  * Two stores:
  *   file store       vmp_file_store_new() on the test file (pread/pwrite)
@@ -88,15 +89,19 @@ struct libmap {
 	size_t ps;
 };
 
-/* Open a RAM (0 = no limit), a handle on @st (of blocks of @ps bytes) and
- * a mapping of pages [0, npages).  @st is given up here: the handle keeps
- * it until it closes.  On failure the error is in @r and nothing is left
- * open. */
+/* Open a RAM (0 = no limit) with fault mechanism @faults (0: SIGSEGV),
+ * a handle on @st (of blocks of @ps bytes) and a mapping of pages
+ * [0, npages).  @st is given up here: the handle keeps it until it closes.
+ * On failure the error is in @r and nothing is left open.  A userfaultfd
+ * this kernel or process cannot use makes the row "n/a", not a failure. */
 static bool lib_open(struct libmap *m, vmp_store *st, size_t ps,
-		     uint64_t limit, unsigned flags, uint64_t npages, int prot,
-		     struct rep *r)
+		     uint64_t limit, unsigned flags, int faults,
+		     uint64_t npages, int prot, struct rep *r)
 {
 	int e;
+
+	if (!faults)
+		faults = VMP_FAULTS_SIGSEGV;
 
 	memset(m, 0, sizeof(*m));
 	m->ps = ps;
@@ -105,6 +110,21 @@ static bool lib_open(struct libmap *m, vmp_store *st, size_t ps,
 	e = vmp_ram_new(&m->ram, limit);
 	if (e < 0) {
 		rep_fail(r, REP_ERROR, "vmp_ram_new: %s", strerror(-e));
+		vmp_store_free(st);
+		return false;
+	}
+	/* explicit for SIGSEGV too: VMPAGE_FAULTS must not change a row */
+	e = vmp_ram_set_faults(m->ram, faults);
+	if (e == 0 && vmp_ram_faults(m->ram) != faults)
+		e = -EPROTO; /* not the mechanism asked for: a library bug */
+	if (e < 0) {
+		if (e == -ENOSYS || e == -EPERM)
+			rep_fail(r, REP_NA, "userfaultfd not usable here: %s",
+				 strerror(-e));
+		else
+			rep_fail(r, REP_ERROR, "vmp_ram_set_faults(%d): %s",
+				 faults, strerror(-e));
+		vmp_ram_free(m->ram);
 		vmp_store_free(st);
 		return false;
 	}
@@ -200,8 +220,8 @@ void job_file(const struct job *j, struct rep *r)
 		return;
 	}
 	if (!lib_open(&m, st, j->ps, j->limit ? g_size / 4 : 0,
-		      j->overlay ? VMP_OVERLAY : 0, g_size / j->ps, PROT_READ,
-		      r))
+		      j->overlay ? VMP_OVERLAY : 0, j->faults, g_size / j->ps,
+		      PROT_READ, r))
 		return;
 	if (lib_access_close(&m, &a, r))
 		r->val[0] = access_rate(&a);
@@ -219,8 +239,8 @@ void job_gen_fault(const struct job *j, struct rep *r)
 	};
 	struct libmap m;
 
-	(void)j;
-	if (!st || !lib_open(&m, st, g.blksize, 0, 0, g_npages, PROT_READ, r))
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, j->faults, g_npages,
+			     PROT_READ, r))
 		return;
 	if (lib_access_close(&m, &a, r))
 		r->val[0] = a.secs * 1e9 / (double)a.done;
@@ -233,8 +253,8 @@ void job_gen_seq(const struct job *j, struct rep *r)
 	struct access a = { .nbytes = g_size, .kind = ACC_SEQ, .cap = opt.cap };
 	struct libmap m;
 
-	if (!st ||
-	    !lib_open(&m, st, g.blksize, 0, 0, g_size / j->ps, PROT_READ, r))
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, j->faults, g_size / j->ps,
+			     PROT_READ, r))
 		return;
 	if (lib_access_close(&m, &a, r))
 		r->val[0] = access_rate(&a);
@@ -253,7 +273,8 @@ void job_threads(const struct job *j, struct rep *r)
 
 	g.spin = j->spin ? (uint64_t)(g_spin_iters + 0.5) : 0;
 	st = gen_store_new(&g, r);
-	if (!st || !lib_open(&m, st, g.blksize, 0, 0, g_npages, PROT_READ, r))
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, j->faults, g_npages,
+			     PROT_READ, r))
 		return;
 	access_split(a, n, m.addr, g_perm, g_ntouch);
 	secs = access_parallel(a, n, true, &e);
@@ -493,8 +514,8 @@ void job_changeset(const struct job *j, struct rep *r)
 	} else if (!(st = gen_store_new(&g, r))) {
 		goto out;
 	}
-	if (!lib_open(&m, st, j->ps, 0, j->overlay ? VMP_OVERLAY : 0, n,
-		      PROT_READ | PROT_WRITE, r))
+	if (!lib_open(&m, st, j->ps, 0, j->overlay ? VMP_OVERLAY : 0, j->faults,
+		      n, PROT_READ | PROT_WRITE, r))
 		goto out;
 	c.base = m.addr;
 	c.perm = perm;
@@ -524,8 +545,8 @@ void job_meta(const struct job *j, struct rep *r)
 	struct vmp_stats s;
 	struct libmap m;
 
-	(void)j;
-	if (!st || !lib_open(&m, st, g.blksize, 0, 0, map_pages, PROT_READ, r))
+	if (!st || !lib_open(&m, st, g.blksize, 0, 0, j->faults, map_pages,
+			     PROT_READ, r))
 		return;
 	if (vmp_ram_stats(m.ram, &s) < 0) {
 		rep_fail(r, REP_ERROR, "vmp_ram_stats failed");

@@ -39,6 +39,7 @@ struct opts opt = {
 #define MAX_TOUCH 30000
 
 static bool failed; /* a wrong sum or an error: exit 1 */
+int g_uffd_err;
 
 void rep_fail(struct rep *r, enum rep_status st, const char *fmt, ...)
 {
@@ -206,7 +207,9 @@ static void usage(FILE *f)
 "  --list          print the row names and exit\n"
 "  --csv, --json   machine-readable output instead of the table\n"
 "  --verbose       each row's repetitions and time on stderr\n"
-"The test file goes to $TMPDIR, else /var/tmp.  VMPAGE_MEMLIMIT is ignored.\n",
+"Rows ending in @uffd run with the userfaultfd fault mechanism, the others\n"
+"with SIGSEGV.  The test file goes to $TMPDIR, else /var/tmp.\n"
+"VMPAGE_MEMLIMIT and VMPAGE_FAULTS are ignored.\n",
 		MAX_TOUCH);
 }
 
@@ -313,12 +316,31 @@ static void fs_name(const char *dir)
 	}
 }
 
+/* Can a RAM use userfaultfd here?  0 or the error (the @uffd rows then
+ * say "n/a" each). */
+static int uffd_probe(void)
+{
+	vmp_ram *ram;
+	int e = vmp_ram_new(&ram, 0);
+
+	if (e < 0)
+		return e;
+	e = vmp_ram_set_faults(ram, VMP_FAULTS_UFFD);
+	vmp_ram_free(ram);
+	return e;
+}
+
 static void setup(void)
 {
 	if (getenv("VMPAGE_MEMLIMIT")) {
 		/* "no limit" rows must mean no limit */
 		fprintf(stderr, "vmpage-bench: ignoring VMPAGE_MEMLIMIT\n");
 		unsetenv("VMPAGE_MEMLIMIT");
+	}
+	if (getenv("VMPAGE_FAULTS")) {
+		/* each row sets its mechanism itself */
+		fprintf(stderr, "vmpage-bench: ignoring VMPAGE_FAULTS\n");
+		unsetenv("VMPAGE_FAULTS");
 	}
 	fs_name(tmp_dir());
 	g_size = opt.size;
@@ -331,6 +353,7 @@ static void setup(void)
 	}
 	shuffle(g_perm, g_npages, 42);
 	g_spin_iters = 20 * spin_calibrate();
+	g_uffd_err = uffd_probe();
 	g_fd = file_create(g_size, "data");
 	if (g_fd < 0) {
 		fprintf(stderr, "vmpage-bench: cannot create the test file in "

@@ -166,7 +166,7 @@ static void output_table(const struct metric *m)
 	fmt_target(tgt, sizeof(tgt), m, true);
 	fmt_val(rss, sizeof(rss), m->rss_mib > 0 ? m->rss_mib : NAN);
 	fmt_val(meta, sizeof(meta), m->meta_bpp >= 0 ? m->meta_bpp : NAN);
-	printf("%-22s %-9s %9s %9s %9s %2d %7s %-18s %-12s %7s %7s %6s  %s\n",
+	printf("%-27s %-9s %9s %9s %9s %2d %7s %-22s %-12s %7s %7s %6s  %s\n",
 	       m->name, m->unit, m->status == REP_NA ? "n/a" : med, lo, hi,
 	       m->n, ratio, m->ref ? m->ref->name : "-", tgt, kr, rss, meta,
 	       m->note);
@@ -287,15 +287,20 @@ void report_header(void)
 		printf("vmpage-bench: libvmpage %s; Linux %s %s, %ld CPUs, %s\n"
 		       "file %llu MiB on %s; up to %d reps per row (at least "
 		       "%d); %zu random touches; ~20 us loadblk = %.0f steps\n"
+		       "faults: SIGSEGV, and userfaultfd in the rows @uffd "
+		       "(%s%s%s)\n"
 		       "ratio = ours / ref, each repetition paired with a run of "
 		       "ref just before it, median of the pairs (ns: lower is "
-		       "better; rates: higher)\nvs-kern = median / median of "
-		       "kernel mmap of the same work (not paired)\n\n",
+		       "better; rates: higher)\nvs-kern = median / "
+		       "median of kernel mmap of the same work (not paired)\n\n",
 		       vmp_version(), u.release, u.machine,
 		       sysconf(_SC_NPROCESSORS_ONLN), cpu,
 		       (unsigned long long)(g_size / MiB), g_fsname, opt.reps,
-		       opt.min_reps, g_ntouch, g_spin_iters);
-		printf("%-22s %-9s %9s %9s %9s %2s %7s %-18s %-12s %7s %7s %6s"
+		       opt.min_reps, g_ntouch, g_spin_iters,
+		       g_uffd_err ? "NOT usable here: " : "usable",
+		       g_uffd_err ? strerror(-g_uffd_err) : "",
+		       g_uffd_err ? ", those rows are n/a" : "");
+		printf("%-27s %-9s %9s %9s %9s %2s %7s %-22s %-12s %7s %7s %6s"
 		       "  %s\n", "row", "unit", "median", "min", "max", "n",
 		       "ratio", "ref", "target", "vs-kern", "rss-MiB",
 		       "meta/pg", "note");
@@ -313,6 +318,8 @@ void report_header(void)
 		printf(",\n  \"cpus\": %ld,\n  \"cpu\": ",
 		       sysconf(_SC_NPROCESSORS_ONLN));
 		json_str(cpu);
+		printf(",\n  \"userfaultfd\": %s",
+		       g_uffd_err ? "false" : "true");
 		printf(",\n  \"file_bytes\": %llu,\n  \"file_system\": ",
 		       (unsigned long long)g_size);
 		json_str(g_fsname);
