@@ -10,8 +10,9 @@
  *                cache state, timing, the access loops (sequential sum,
  *                random touch, in one or several threads)
  *   floors.c     the bare mechanisms: fault floor (a), copy floor (b), and
- *                kernel mmap of the file
- *   librows.c    everything that goes through libvmpage
+ *                kernel mmap of the file (and of a memfd, for the wall)
+ *   librows.c    everything that goes through libvmpage, with either fault
+ *                mechanism, and the wall rows
  *
  * A *job* is one piece of work that is repeated (one repetition = one fresh
  * mapping); it yields one value per *metric* (a line of the table).  Most jobs
@@ -176,6 +177,8 @@ struct rep {
 					    page; < 0: not a library row */
 	enum rep_status status;
 	char msg[200];                   /* why, when not REP_OK */
+	char info[120];                  /* REP_OK: a remark for the note
+					    (the first repetition's) */
 };
 
 enum temp { T_NONE, T_HOT, T_COLD };
@@ -195,6 +198,7 @@ struct job {
 	bool overlay;           /* VMP_OVERLAY */
 	int faults;             /* library rows: VMP_FAULTS_SIGSEGV or _UFFD
 				   (0: SIGSEGV) */
+	int reps;               /* at most this many repetitions, 0: opt.reps */
 	int nm;
 	struct metric *m[MAX_METRICS_PER_JOB];
 	bool run_it;
@@ -208,6 +212,7 @@ job_fn job_floor_fault;   /* ps 4 KiB; threads 0 (ns/fault) or N (kfaults/s) */
 job_fn job_floor_copy;    /* ps */
 job_fn job_kernel;        /* temp, acc */
 job_fn job_cpu;           /* threads: the spin alone, no faults */
+job_fn job_kernel_wall;   /* kernel/second-pass: see WALL_* below */
 
 /* librows.c */
 extern double g_spin_iters;  /* spin_work steps for ~20 us */
@@ -217,6 +222,22 @@ job_fn job_gen_seq;       /* ps */
 job_fn job_changeset;     /* ps, overlay: 4 metrics */
 job_fn job_threads;       /* threads, spin */
 job_fn job_meta;          /* 2 metrics: untouched mapping, per page */
+job_fn job_wall_second_pass; /* faults: ns per touch of the 2nd pass */
+job_fn job_wall_dirty_max;   /* faults; isolated dirty pages held */
+
+/* The wall rows (kernel mapping limit of the SIGSEGV mechanism): a store of
+ * WALL_PAGES 4 KiB pages (4 GiB), g_wall_touches distinct random pages of
+ * it touched once, then again in another random order (timed); and up to
+ * g_wall_dirty pages dirtied, every other page of a mapping twice as
+ * large.  200 000 and 1 000 000; --quick: 60 000 each (still well past
+ * the ~57 000 and ~28 600 pages of the SIGSEGV wall). */
+#define WALL_PAGES (4 * GiB / OS_PAGE)
+extern size_t g_wall_touches;
+extern uint64_t g_wall_dirty;
+/* The g_wall_touches distinct random pages in [0, WALL_PAGES) (fixed seed)
+ * in the order of the first pass (@pass 0) or of the second (1, the same
+ * pages shuffled again); made on first use; NULL if out of memory. */
+const uint32_t *wall_perm(int pass);
 /* Whether userfaultfd can serve faults here: 0, or why not (-errno).
  * Found out once, in setup. */
 extern int g_uffd_err;

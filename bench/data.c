@@ -95,6 +95,35 @@ void shuffle(uint32_t *a, size_t n, uint64_t seed)
 	}
 }
 
+size_t g_wall_touches = 200000;
+uint64_t g_wall_dirty = 1000000;
+
+const uint32_t *wall_perm(int pass)
+{
+	static uint32_t *perm[2];
+	uint32_t *idx;
+
+	if (perm[0])
+		return perm[pass];
+	/* a shuffle of all the pages, of which the first g_wall_touches are
+	 * used: distinct, and spread over the whole store */
+	perm[0] = malloc(WALL_PAGES * sizeof(*perm[0]));
+	perm[1] = malloc(g_wall_touches * sizeof(*perm[1]));
+	idx = malloc(g_wall_touches * sizeof(*idx));
+	if (perm[0] && perm[1] && idx) {
+		shuffle(perm[0], WALL_PAGES, 0x3A11);
+		shuffle(idx, g_wall_touches, 0x3A12);
+		for (size_t i = 0; i < g_wall_touches; i++)
+			perm[1][i] = perm[0][idx[i]];
+	} else {
+		free(perm[0]);
+		free(perm[1]);
+		perm[0] = perm[1] = NULL;
+	}
+	free(idx);
+	return perm[pass];
+}
+
 /* --- test file, page cache ----------------------------------------------- */
 
 const char *tmp_dir(void)

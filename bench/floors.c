@@ -11,6 +11,10 @@
  *                    pread a block of the file into a bounce buffer, pwrite it
  *                    into a fresh memfd, mprotect it readable, sum it.
  *   kernel mmap      the kernel's own file mapping of the test file.
+ *   kernel 2nd pass  kernel mmap of a 4 GiB memfd (the memory libvmpage's
+ *                    pages live in), the wall rows' random pages written
+ *                    once, then read again: the reference of the
+ *                    wall/second-pass rows, a pass with no fault at all.
  *   cpu              the spinning store's ~20 us computation alone, in N
  *                    threads: how far this machine's CPUs scale at all.
  *
@@ -231,4 +235,47 @@ void job_cpu(const struct job *j, struct rep *r)
 	}
 	secs = access_parallel(a, n, false, NULL);
 	r->val[0] = (double)g_ntouch / secs / 1e3;
+}
+
+/*
+ * kernel/second-pass: a 4 GiB memfd mapped shared, the wall rows' random
+ * pages written once (untimed: each gets its touch word, so the second pass
+ * has a sum to check), then read in the second pass's order (timed): ns per
+ * touch of a resident, mapped page, TLB and cache misses only.
+ */
+void job_kernel_wall(const struct job *j, struct rep *r)
+{
+	const uint32_t *perm = wall_perm(0);
+	const size_t len = WALL_PAGES * OS_PAGE;
+	struct access a = { .kind = ACC_RAND, .perm = wall_perm(1),
+			    .ntouch = g_wall_touches };
+	int fd = memfd_create("vmpage-bench-wall", MFD_CLOEXEC);
+	uint64_t *p;
+
+	(void)j;
+	if (!perm || fd < 0 || ftruncate(fd, (off_t)len) != 0) {
+		rep_fail(r, REP_ERROR, "4 GiB memfd: %s",
+			 perm ? strerror(errno) : "out of memory");
+		goto out;
+	}
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		 fd, 0);
+	if (p == MAP_FAILED) {
+		rep_fail(r, REP_ERROR, "mmap of the memfd: %s", strerror(errno));
+		goto out;
+	}
+	for (size_t i = 0; i < g_wall_touches; i++) {
+		uint64_t w = touch_word(perm[i]);
+
+		p[w] = data_word(w);
+	}
+	a.base = p;
+	access_run(&a);
+	if (!access_check(&a, r->msg, sizeof(r->msg)))
+		r->status = REP_BADSUM;
+	r->val[0] = a.secs * 1e9 / (double)a.done;
+	munmap(p, len);
+out:
+	if (fd >= 0)
+		close(fd);
 }

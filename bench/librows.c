@@ -559,3 +559,232 @@ void job_meta(const struct job *j, struct rep *r)
 out:
 	lib_close(&m, r);
 }
+
+/* --- the kernel mapping wall --------------------------------------------- */
+
+/*
+ * wall/second-pass: a 4 GiB generated store mapped read-only without
+ * read-ahead or limit; g_wall_touches distinct random pages touched once
+ * (untimed), then again in another random order (timed): ns per touch.
+ * With SIGSEGV each scattered mapped page costs two kernel VMAs, and the
+ * library deactivates clean pages to stay under 7/8 of vm.max_map_count:
+ * about 28 600 of the 200 000 stay mapped, and the second pass, each of
+ * its faults deactivating the oldest, finds almost none of them (in the
+ * first pass's order it would find none at all).  With userfaultfd no
+ * touch of the second pass should fault.  The note tells its faults.
+ */
+void job_wall_second_pass(const struct job *j, struct rep *r)
+{
+	const uint32_t *perm = wall_perm(0);
+	struct gen g = { .blksize = OS_PAGE };
+	struct access a = { .kind = ACC_RAND, .perm = perm,
+			    .ntouch = g_wall_touches };
+	struct vmp_stats s0, s1;
+	struct libmap m;
+	vmp_store *st;
+
+	if (!perm) {
+		rep_fail(r, REP_ERROR, "out of memory");
+		return;
+	}
+	if (!(st = gen_store_new(&g, r)) ||
+	    !lib_open(&m, st, OS_PAGE, 0, VMP_NO_READAHEAD, j->faults,
+		      WALL_PAGES, PROT_READ, r))
+		return;
+	a.base = m.addr;
+	if (lib_access(&a, r) && vmp_ram_stats(m.ram, &s0) == 0 &&
+	    (a.perm = wall_perm(1), lib_access(&a, r)) &&
+	    vmp_ram_stats(m.ram, &s1) == 0) {
+		r->val[0] = a.secs * 1e9 / (double)a.done;
+		snprintf(r->info, sizeof(r->info), "2nd pass: %llu faults, "
+			 "%.0f MiB resident",
+			 (unsigned long long)(s1.faults - s0.faults),
+			 (double)s1.resident_bytes / MiB);
+	} else if (r->status == REP_OK) {
+		rep_fail(r, REP_ERROR, "vmp_ram_stats failed");
+	}
+	r->meta_bpp = lib_meta_bpp(&m);
+	lib_close(&m, r);
+}
+
+/* Pages [0, max) of the dirty pass are store pages 0, 2, 4, ... */
+static uint64_t dirty_word(uint64_t i)
+{
+	return touch_word(2 * i);
+}
+
+struct dirty_pass {
+	volatile uint64_t *base;  /* volatile: done is counted in order */
+	uint64_t max;
+	volatile uint64_t done;   /* pages written, read after a failure */
+	uint64_t sum;             /* dirty_read: what it read */
+	enum vmp_fault_what what; /* the fault that failed, 0: none */
+	int err;
+};
+
+static int dirty_write(void *arg)
+{
+	struct dirty_pass *d = arg;
+
+	for (uint64_t i = d->done; i < d->max; i++) {
+		uint64_t w = dirty_word(i);
+
+		d->base[w] = data_word(w) ^ CS_FLIP;
+		d->done = i + 1;
+	}
+	return 0;
+}
+
+/* Read back the written words (no fault: they are dirty, mapped). */
+static int dirty_read(void *arg)
+{
+	struct dirty_pass *d = arg;
+
+	d->sum = 0;
+	for (uint64_t i = 0; i < d->done; i++)
+		d->sum += d->base[dirty_word(i)];
+	return 0;
+}
+
+/* After the discard: 256 of the pages, spread, read as the store has them. */
+static int dirty_sample(void *arg)
+{
+	struct dirty_pass *d = arg;
+	uint64_t step = d->done / 256 ? d->done / 256 : 1;
+
+	d->sum = 0;
+	for (uint64_t i = 0; i < d->done; i += step)
+		d->sum += d->base[dirty_word(i)];
+	return 0;
+}
+
+static uint64_t dirty_want(const struct dirty_pass *d, uint64_t step,
+			   uint64_t flip)
+{
+	uint64_t s = 0;
+
+	for (uint64_t i = 0; i < d->done; i += step)
+		s += data_word(dirty_word(i)) ^ flip;
+	return s;
+}
+
+static int dirty_on_error(const struct vmp_fault_error *e, void *arg)
+{
+	struct dirty_pass *d = arg;
+
+	d->what = e->what;
+	d->err = e->err;
+	return VMP_FAULT_DEFAULT; /* vmp_guard returns the error */
+}
+
+/* The dirty pass's checks and its discard; false with the reason in @r. */
+static bool dirty_check_discard(struct libmap *m, struct dirty_pass *d,
+				struct rep *r, double *discard_ns, int *tries)
+{
+	uint64_t step = d->done / 256 ? d->done / 256 : 1, n = ~0ull;
+	int e;
+	double t;
+
+	if (vmp_fileh_dirty_count(m->fh, &n) < 0 || n != d->done) {
+		rep_fail(r, REP_ERROR, "%llu pages written, %llu dirty",
+			 (unsigned long long)d->done, (unsigned long long)n);
+		return false;
+	}
+	if ((e = vmp_guard(dirty_read, d)) < 0) {
+		rep_fail(r, REP_ERROR, "reading the dirty pages: %s",
+			 strerror(-e));
+		return false;
+	}
+	if (d->sum != dirty_want(d, 1, CS_FLIP)) {
+		rep_fail(r, REP_BADSUM, "dirty pages read back %#llx, want "
+			 "%#llx", (unsigned long long)d->sum,
+			 (unsigned long long)dirty_want(d, 1, CS_FLIP));
+		return false;
+	}
+	/* vmp_discard may stop short near vm.max_map_count: "call again"
+	 * (documented; noted, not an error) */
+	t = now();
+	*tries = 1;
+	while ((e = vmp_discard(m->fh)) == -ENOMEM && *tries < 4)
+		(*tries)++;
+	*discard_ns = (now() - t) * 1e9 / (double)(d->done ? d->done : 1);
+	if (e < 0 || vmp_fileh_dirty_count(m->fh, &n) < 0 || n != 0) {
+		rep_fail(r, REP_ERROR, "vmp_discard: %s, %llu pages still "
+			 "dirty", strerror(-e), (unsigned long long)n);
+		return false;
+	}
+	if ((e = vmp_guard(dirty_sample, d)) < 0) {
+		rep_fail(r, REP_ERROR, "reading after the discard: %s",
+			 strerror(-e));
+		return false;
+	}
+	if (d->sum != dirty_want(d, step, 0)) {
+		rep_fail(r, REP_BADSUM, "after the discard: %#llx, want %#llx",
+			 (unsigned long long)d->sum,
+			 (unsigned long long)dirty_want(d, step, 0));
+		return false;
+	}
+	return r->status == REP_OK;
+}
+
+/*
+ * wall/dirty-max: one word written in every other page of a mapping of
+ * 2 * g_wall_dirty pages (generated store, no read-ahead, no limit), in
+ * order, under vmp_guard, until a fault fails or g_wall_dirty pages are
+ * dirty: the number of isolated dirty pages held.  With SIGSEGV each one
+ * splits a kernel VMA and the kernel's vm.max_map_count stops it: that
+ * failure (VMP_FAULT_MAPLIMIT) is the measured result, not an error; any
+ * other failure is.  Then the pages are read back, discarded, and a sample
+ * read again as the store has them.
+ */
+void job_wall_dirty_max(const struct job *j, struct rep *r)
+{
+	struct gen g = { .blksize = OS_PAGE };
+	struct dirty_pass d = { .max = g_wall_dirty };
+	double t, discard_ns = 0;
+	struct libmap m;
+	vmp_store *st;
+	int e, tries = 0;
+	size_t len;
+
+	if (!(st = gen_store_new(&g, r)) ||
+	    !lib_open(&m, st, OS_PAGE, 0, VMP_NO_READAHEAD, j->faults,
+		      2 * g_wall_dirty, PROT_READ | PROT_WRITE, r))
+		return;
+	d.base = m.addr;
+	e = vmp_set_fault_error_handler(m.fh, dirty_on_error, &d);
+	if (e < 0) {
+		rep_fail(r, REP_ERROR, "vmp_set_fault_error_handler: %s",
+			 strerror(-e));
+		goto out;
+	}
+	t = now();
+	e = vmp_guard(dirty_write, &d);
+	t = now() - t;
+	if (e < 0 && d.what != VMP_FAULT_MAPLIMIT) {
+		rep_fail(r, REP_ERROR, "page %llu: fault not served (what %d): "
+			 "%s", (unsigned long long)d.done, (int)d.what,
+			 strerror(-e));
+		goto out;
+	}
+	r->meta_bpp = lib_meta_bpp(&m); /* while the pages are resident */
+	if (!dirty_check_discard(&m, &d, r, &discard_ns, &tries))
+		goto out;
+	r->val[0] = (double)d.done;
+	if (e < 0)
+		snprintf(r->info, sizeof(r->info), "stopped by "
+			 "VMP_FAULT_MAPLIMIT (%s); ", strerror(-d.err));
+	else
+		snprintf(r->info, sizeof(r->info), "no failure; ");
+	len = strlen(r->info);
+	snprintf(r->info + len, sizeof(r->info) - len, "%.1f us per first "
+		 "write, discard %.0f ns/page",
+		 t * 1e6 / (double)(d.done ? d.done : 1), discard_ns);
+	if (tries > 1) {
+		len = strlen(r->info);
+		snprintf(r->info + len, sizeof(r->info) - len, " (%d "
+			 "vmp_discard calls: -ENOMEM)", tries);
+	}
+out:
+	lib_close(&m, r);
+}

@@ -122,6 +122,8 @@ static void record_rep(struct job *j, const struct rep *r,
 				m->rv[m->rn++] = r->val[i] / ref;
 			m->v[m->n++] = r->val[i];
 			m->capped |= r->capped;
+			if (m->n == 1 && r->info[0]) /* the first one's */
+				note_add(m, "%s", r->info);
 			if (r->meta_bpp >= 0)
 				m->meta_bpp = r->meta_bpp;
 		} else {
@@ -157,8 +159,9 @@ static void run_job(struct job *j)
 {
 	struct job *pj = pair_job(j);
 	double t0 = now(), rss = 0, left = 0, ignored = 0;
+	int reps = j->reps && j->reps < opt.reps ? j->reps : opt.reps;
 
-	for (int rep = 0; rep < opt.reps; rep++) {
+	for (int rep = 0; rep < reps; rep++) {
 		struct rep r = { .meta_bpp = -1 }, pr = { .meta_bpp = -1 };
 
 		if (rep >= opt.min_reps && now() - t0 >= opt.job_budget)
@@ -202,7 +205,7 @@ static void usage(FILE *f)
 "  --cap=SECS      stop one repetition's loop after SECS (default 1)\n"
 "  --budget=SECS   no new repetition of a row after SECS, once 3 ran "
 "(default 2)\n"
-"  --quick         smoke run: 32m, 3 reps, 2048 touches\n"
+"  --quick         smoke run: 32m, 3 reps, 2048 touches, wall rows 60000\n"
 "  --only=A,B      rows whose name contains A or B (and their references)\n"
 "  --list          print the row names and exit\n"
 "  --csv, --json   machine-readable output instead of the table\n"
@@ -260,6 +263,8 @@ static void parse_args(int argc, char **argv)
 			opt.job_budget = 0.3;
 			opt.cap = 0.25;
 			opt.ntouch = 2048;
+			g_wall_touches = 60000;
+			g_wall_dirty = 60000;
 		}
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {

@@ -288,10 +288,11 @@ void report_header(void)
 		       "file %llu MiB on %s; up to %d reps per row (at least "
 		       "%d); %zu random touches; ~20 us loadblk = %.0f steps\n"
 		       "faults: SIGSEGV, and userfaultfd in the rows @uffd "
-		       "(%s%s%s)\n"
+		       "(%s%s%s); wall: %zu random pages of a %llu GiB store, "
+		       "up to %llu dirty\n"
 		       "ratio = ours / ref, each repetition paired with a run of "
 		       "ref just before it, median of the pairs (ns: lower is "
-		       "better; rates: higher)\nvs-kern = median / "
+		       "better; rates, pages: higher)\nvs-kern = median / "
 		       "median of kernel mmap of the same work (not paired)\n\n",
 		       vmp_version(), u.release, u.machine,
 		       sysconf(_SC_NPROCESSORS_ONLN), cpu,
@@ -299,7 +300,9 @@ void report_header(void)
 		       opt.min_reps, g_ntouch, g_spin_iters,
 		       g_uffd_err ? "NOT usable here: " : "usable",
 		       g_uffd_err ? strerror(-g_uffd_err) : "",
-		       g_uffd_err ? ", those rows are n/a" : "");
+		       g_uffd_err ? ", those rows are n/a" : "", g_wall_touches,
+		       (unsigned long long)(WALL_PAGES * OS_PAGE / GiB),
+		       (unsigned long long)g_wall_dirty);
 		printf("%-27s %-9s %9s %9s %9s %2s %7s %-22s %-12s %7s %7s %6s"
 		       "  %s\n", "row", "unit", "median", "min", "max", "n",
 		       "ratio", "ref", "target", "vs-kern", "rss-MiB",
@@ -324,7 +327,9 @@ void report_header(void)
 		       (unsigned long long)g_size);
 		json_str(g_fsname);
 		printf(",\n  \"max_reps\": %d,\n  \"random_touches\": %zu,\n"
-		       "  \"rows\": [", opt.reps, g_ntouch);
+		       "  \"wall_touches\": %zu,\n  \"wall_dirty_max\": %llu,\n"
+		       "  \"rows\": [", opt.reps, g_ntouch, g_wall_touches,
+		       (unsigned long long)g_wall_dirty);
 		break;
 	}
 	fflush(stdout);

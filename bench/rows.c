@@ -7,8 +7,8 @@
  *
  * Names are GROUP/.../WORKLOAD: floor/, kernel/, gen/ (generated store),
  * file/PS[-lim]/TEMP/ACCESS (file store, -lim = RAM limit of a quarter of
- * the file), cs/ (change set), thr/ (threads), ovl/ (VMP_OVERLAY), meta/.
- * Library rows run with the SIGSEGV
+ * the file), cs/ (change set), thr/ (threads), ovl/ (VMP_OVERLAY), meta/,
+ * wall/ (the kernel mapping limit).  Library rows run with the SIGSEGV
  * fault mechanism; each has a copy NAME@uffd that runs with userfaultfd
  * (build_uffd below), at the end of the list.
  */
@@ -31,7 +31,8 @@ int njobs;
 static const char *const U_GBS = "GB/s", *const U_MPS = "Mpages/s",
 		  *const U_NSF = "ns/fault", *const U_NSP = "ns/page",
 		  *const U_KFS = "kfaults/s", *const U_KBS = "kblocks/s",
-		  *const U_B = "bytes", *const U_BPP = "B/page";
+		  *const U_B = "bytes", *const U_BPP = "B/page",
+		  *const U_NST = "ns/touch", *const U_PG = "pages";
 
 static struct job *job_add(job_fn *fn, struct job tmpl)
 {
@@ -64,7 +65,7 @@ static struct metric *metric_add(struct job *j, const char *unit,
 	va_end(ap);
 	m->unit = unit;
 	m->higher = unit == U_GBS || unit == U_MPS || unit == U_KFS ||
-		    unit == U_KBS;
+		    unit == U_KBS || unit == U_PG;
 	m->job = j;
 	m->meta_bpp = -1;
 	j->m[j->nm++] = m;
@@ -132,6 +133,9 @@ static void build_floors_and_kernel(void)
 			metric_add(j, acc_unit(accs[a]), "kernel/%s/%s",
 				   temp_name(temps[t]), acc_name(accs[a]));
 		}
+	/* the wall/second-pass reference: a memfd, not the test file */
+	j = job_add(job_kernel_wall, (struct job){ .ps = 4 * KiB });
+	metric_add(j, U_NST, "kernel/second-pass");
 }
 
 static void build_gen(void)
@@ -279,6 +283,21 @@ static void build_meta(void)
 	metric_target(m, '<', 64);
 }
 
+/* The kernel mapping wall of the SIGSEGV mechanism (issue 13). */
+static void build_wall(void)
+{
+	struct metric *m;
+	struct job *j;
+
+	j = job_add(job_wall_second_pass, (struct job){ .ps = 4 * KiB });
+	m = metric_add(j, U_NST, "wall/second-pass");
+	metric_ref(m, "kernel/second-pass", 0, 0);
+	/* a count, the same each time, and 20 s with userfaultfd: once */
+	j = job_add(job_wall_dirty_max, (struct job){ .ps = 4 * KiB,
+						      .reps = 1 });
+	metric_add(j, U_PG, "wall/dirty-max");
+}
+
 static struct metric *metric_find(const char *name)
 {
 	for (int i = 0; i < nmetrics; i++)
@@ -296,13 +315,16 @@ static bool uffd_copies(const struct job *j)
 	return !j->overlay &&
 	       (j->run == job_gen_fault || j->run == job_gen_seq ||
 		j->run == job_file || j->run == job_changeset ||
-		j->run == job_threads || j->run == job_meta);
+		j->run == job_threads || j->run == job_meta ||
+		j->run == job_wall_second_pass ||
+		j->run == job_wall_dirty_max);
 }
 
 /*
  * The @uffd copy of metric @m, in job @j.  Its ratio is to:
  *   - the copy of @m's reference, when that is a library row too (threads:
  *     N threads against one thread of the same mechanism), with its target;
+ *   - the kernel, for wall/second-pass (the point of that row);
  *   - else @m itself, its SIGSEGV twin: ratio = uffd / sigsegv.  A target
  *     on the ratio to a floor does not carry over; one on the value does.
  * and the issue 13 targets: random first touch at most 0.7x and first-
@@ -319,6 +341,8 @@ static void build_uffd_metric(struct job *j, const struct metric *m)
 		snprintf(name, sizeof(name), "%.34s@uffd", m->ref_name);
 		metric_ref(c, name, m->tgt_op, m->tgt);
 		c->tgt_abs = m->tgt_abs;
+	} else if (strcmp(m->ref_name, "kernel/second-pass") == 0) {
+		metric_ref(c, m->ref_name, 0, 0);
 	} else {
 		metric_ref(c, m->name, 0, 0);
 		if (m->tgt_abs)
@@ -360,6 +384,7 @@ void rows_build(void)
 	build_threads();
 	build_overlay();
 	build_meta();
+	build_wall();
 	build_uffd();
 	for (int i = 0; i < nmetrics; i++) {
 		metrics[i].ref = metric_find(metrics[i].ref_name);
