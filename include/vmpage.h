@@ -242,10 +242,12 @@ VMP_NODISCARD int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes);
 /** Fault mechanisms, see vmp_ram_set_faults(). */
 enum vmp_faults {
 	/** mprotect and SIGSEGV (GNU libsigsegv): the default.  Each
-	 *  isolated resident page splits a kernel mapping, so at most about
-	 *  vm.max_map_count / 2 scattered pages can be mapped at once (the
-	 *  library keeps under that by deactivating clean pages) and about
-	 *  half that many isolated pages be dirty. */
+	 *  isolated resident page splits a kernel mapping into two more, and
+	 *  the library keeps 7/8 of vm.max_map_count for itself: at most
+	 *  about 28 600 scattered pages (with the default 65530) can be mapped
+	 *  at once (the library deactivates clean pages to stay under it: a
+	 *  touch faults again) or be dirty (then faults fail,
+	 *  VMP_FAULT_MAPLIMIT). */
 	VMP_FAULTS_SIGSEGV = 1,
 	/** userfaultfd in SIGBUS mode (Linux 6.4): page states live in page
 	 *  tables, one kernel mapping per vmp_mmap whatever the pages do;
