@@ -23,7 +23,11 @@
  *   does not raise SIGSEGV for its own copies.  When the range starts with
  *   loaded pages, the call stops at the first page that is not and returns
  *   a short count instead (write(2) of 16 KiB whose first page is loaded
- *   returns 4096).  Call vmp_prefault() on the range first.
+ *   returns 4096).  Call vmp_prefault() on the range first.  With the
+ *   userfaultfd mechanism the same holds for a resident page that has no
+ *   page-table entry in this mapping (resident before the mapping was
+ *   made, deactivated, or swapped out): vmp_prefault() maps it, but the
+ *   kernel may take it out again later.
  * - The library installs one process-wide SIGSEGV handler (GNU libsigsegv),
  *   and one for SIGBUS (overlay mappings whose file was cut short, see
  *   VMP_OVERLAY).  Signals that are not for its mappings go to the action
@@ -501,7 +505,8 @@ enum vmp_fault_what {
 	VMP_FAULT_MEMLIMIT,    /**< the RAM limit is used up by pages that
 				    cannot be dropped: dirty ones, and ones
 				    other threads are loading */
-	VMP_FAULT_MAPLIMIT,    /**< the kernel refused a mapping (VMA limit) */
+	VMP_FAULT_MAPLIMIT,    /**< the kernel refused a mapping (VMA limit;
+				    with userfaultfd, a failed ioctl) */
 	VMP_FAULT_RECURSION,   /**< loadblk touched the page it is loading
 				    (-EDEADLK: also a cycle of loads), or
 				    loads nested more than 16 deep (-ELOOP) */

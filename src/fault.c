@@ -305,12 +305,19 @@ static int serve_resident_lazy(struct vmp_vma *v, struct vmp_page *p,
 		/* a write makes it writable first: mapped so, in one fault */
 		if (write && writable && (ret = make_writable(p, fe)) < 0)
 			return ret;
-		ret = uffd_map_page(v, p->index, vma_class(v, p));
+		ret = uffd_map_page(v, (uintptr_t)fe->addr, vma_class(v, p));
 		if (ret < 0)
 			return fail(fe, VMP_FAULT_MAPLIMIT, ret);
-		if (ret == 1 || (acc & ACC_KNOWN))
-			return 1; /* mapped (or another thread did: retry) */
-		/* it was mapped: the fault was a write to it */
+		if (ret == 1) {
+			p->mapper = thread_tag(); /* see is_write() */
+			return 1;
+		}
+		if (acc & ACC_KNOWN)
+			return 1; /* another thread mapped it: retry */
+		/* it was mapped: a write, or a read that raced with the
+		 * thread that mapped it (the same question as is_write()) */
+		if (!is_write(p, acc))
+			return 1;
 	} else if (!write) {
 		return 1; /* a read of a present page: it was fixed meanwhile */
 	}
@@ -333,7 +340,12 @@ static int serve(struct vmp_vma *v, uint64_t idx, unsigned acc, bool zero,
 		return 0; /* reads never fault there: a write to read-only */
 	/* each mechanism has its signal: SIGSEGV on a userfaultfd mapping is
 	 * a write to a read-only one, a SIGBUS on an mprotect one not ours */
-	if (acc & (lazy ? ACC_SIGSEGV : ACC_SIGBUS))
+	if (acc & (ACC_FOREIGN | (lazy ? ACC_SIGSEGV : ACC_SIGBUS)))
+		return 0;
+	/* with mprotect, a read faults only on PROT_NONE, never present in
+	 * the page table: a read of a present page is a protection of the
+	 * program's own */
+	if (!lazy && (acc & ACC_KNOWN) && (acc & ACC_PRESENT) && !(acc & ACC_WRITE))
 		return 0;
 	if (!p) {
 		ret = load_pages(v, idx, zero, fe);
@@ -622,6 +634,10 @@ static void entry_from_signal(int sig, siginfo_t *info, void *uc)
 #if defined(__x86_64__)
 	long err = ((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR];
 	acc |= ACC_KNOWN | ((err & 2) ? ACC_WRITE : 0) | ((err & 1) ? ACC_PRESENT : 0);
+	/* an instruction fetch (bit 4) or a protection key (bit 5): never a
+	 * page state of ours, the program crashes as it would without us */
+	if (err & ((1 << 4) | (1 << 5)))
+		acc |= ACC_FOREIGN;
 #endif
 	vmp_tls.fault_mask = mask_word(&((ucontext_t *)uc)->uc_sigmask);
 	vmp_tls.cb_mask = vmp_tls.fault_mask & ~FAULT_BITS;
@@ -663,7 +679,7 @@ static bool serve_overlay_sigbus(void *addr)
 		return false;
 	ram = v->fh->ram;
 	fault_lock(ram);
-	if (v->fh->flags & VMP_OVERLAY)
+	if (v->fh->flags & VMP_OVERLAY) /* (const: could be read unlocked) */
 		ret = vma_overlay_sigbus(v, a);
 	vma_unpin(v);
 	fault_unlock(ram);
@@ -698,7 +714,7 @@ static void on_sigbus(int sig, siginfo_t *info, void *uc)
 		}
 		entry_restore(&outer);
 	}
-	if (!ret && !chain_displaced(BUS, info, uc)) {
+	if (!ret && (vmp_tls.locked || !chain_displaced(BUS, info, uc))) {
 		/* the default: die of this very signal */
 		sigaction(SIGBUS, &dfl, NULL);
 		syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, info);
@@ -910,6 +926,7 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 	struct vmp_page *p;
 
 	for (; idx <= last && ret >= 0; idx++) {
+		fe.addr = (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift));
 		while (!prefault_done(v, (p = pagemap_get(&fh->pagemap, idx)),
 				      write)) {
 			ret = serve(v, idx, acc, false, &fe);
@@ -922,10 +939,14 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 				vmp_tls.room_wait = NULL;
 			}
 		}
-		/* a lazy mechanism maps a page where it faults: here, now */
-		if (ret >= 0 && fh->mech->lazy && p &&
-		    (ret = uffd_map_page(v, idx, vma_class(v, p))) > 0)
-			ret = 0;
+		/* with userfaultfd a resident page may lack its entry here
+		 * (a system call would get EFAULT): map each OS page now */
+		for (size_t off = 0; ret >= 0 && fh->mech->lazy && p &&
+				     off < fh_pagesize(fh);
+		     off += os_page_size)
+			if ((ret = uffd_map_page(v, (uintptr_t)fe.addr + off,
+						 vma_class(v, p))) > 0)
+				ret = 0;
 	}
 	return ret < 0 ? ret : 0;
 }

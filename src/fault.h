@@ -51,6 +51,7 @@ enum {
 	ACC_PRESENT = 1u << 2, /* a page-table entry was there (protection) */
 	ACC_SIGSEGV = 1u << 3, /* it came as SIGSEGV */
 	ACC_SIGBUS = 1u << 4,  /* it came as SIGBUS (userfaultfd) */
+	ACC_FOREIGN = 1u << 5, /* a kind of fault no page state explains */
 };
 
 /*

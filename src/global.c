@@ -82,11 +82,13 @@ void vmp_internal_bug(const char *file, int line, const char *cond)
 
 void api_enter(struct api_state *st)
 {
-	sigset_t segv;
+	sigset_t faults;
 
-	sigemptyset(&segv);
-	sigaddset(&segv, SIGSEGV);
-	pthread_sigmask(SIG_BLOCK, &segv, &st->mask);
+	/* both signals faults come as (SIGBUS: userfaultfd) */
+	sigemptyset(&faults);
+	sigaddset(&faults, SIGSEGV);
+	sigaddset(&faults, SIGBUS);
+	pthread_sigmask(SIG_BLOCK, &faults, &st->mask);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &st->cancel);
 }
 

@@ -16,7 +16,7 @@
  *                                              ->  pool_lock (bounce.c)
  * No library lock is held while a store callback runs or while page bytes
  * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
- * block SIGSEGV while they hold a lock, so a stray fault there kills the
+ * block SIGSEGV and SIGBUS while they hold a lock, so a stray fault there kills the
  * program at once instead of deadlocking in the handler; the fault handler
  * runs SA_NODEFER and declines a fault taken while it holds a lock, to the
  * same effect (fault.h, fault_lock()).
@@ -94,8 +94,8 @@ struct vmp_page {
 	uint16_t mapper;      /* LOADED, DIRTY: tag of the thread whose fault
 				 last made the page readable (see fault.c,
 				 is_write()) */
-	uint8_t ra_order;     /* log2 of the read-ahead window that loaded
-				 it (load.c, readahead()) */
+	uint8_t ra_order;     /* the last page of a read-ahead window: log2
+				 of its size, else 0 (load.c, readahead()) */
 };
 
 /* Hashed condition variables for "page no longer LOADING". */
@@ -221,8 +221,9 @@ static inline void ram_lock(vmp_ram *ram)
 
 /*
  * What a public call changes on its thread while it holds a library lock,
- * and puts back: SIGSEGV blocked (a stray fault there kills the program at
- * once instead of deadlocking in the handler) and cancellation disabled
+ * and puts back: SIGSEGV and SIGBUS blocked (a stray fault there, a signal
+ * handler's touching a mapping, say, kills the program at once instead of
+ * deadlocking in the fault handler) and cancellation disabled
  * (pthread_cond_wait, pread and pwrite are cancellation points: a thread
  * cancelled there would leave the lock held or pages half loaded).
  */

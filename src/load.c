@@ -90,8 +90,8 @@ static struct load_scratch *scratch_get(void)
  * How many pages to load for a fault at @idx.  Read-ahead follows each
  * sequential stream by itself, whatever thread or interleaving, as the
  * kernel's context read-ahead does: the pages before the fault say whether
- * it continues a stream, and how far (page->ra_order: the window that
- * loaded them).  After a window of 2^k pages the next is 4x as large, up to
+ * it continues a stream, and how far (page->ra_order: the window whose
+ * last page it is).  After a window of 2^k pages the next is 4x as large, up to
  * the cap; a page after two resident pages (single loads) starts a stream
  * with 4 pages; any other fault loads its page alone, so random access
  * loads next to nothing it does not touch.  The window stops at the vma's
@@ -478,8 +478,9 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		}
 		p->state = PAGE_LOADING;
 		p->run = r;
-		/* the window, for the read-ahead of the next fault (log2 n) */
-		p->ra_order = (uint8_t)(63 - __builtin_clzll(n));
+		/* the window, on its last page only: the fault after it
+		 * continues the stream (readahead()) */
+		p->ra_order = i + 1 == n ? (uint8_t)(63 - __builtin_clzll(n)) : 0;
 		pagemap_insert(&fh->pagemap, p);
 		r->pages[i] = p;
 	}

@@ -16,9 +16,10 @@
  *       of the memfd registered with a userfaultfd (MISSING | WP | MINOR,
  *       SIGBUS mode: the faulting thread serves its own fault).  A class is
  *       a page-table state: no entry (a MINOR or MISSING fault), write-
- *       protected, or writable.  Classes are shown lazily: a page that
- *       became readable is mapped where it faulted, other mappings map it
- *       on their own next fault (MINOR).  One kernel VMA per mapping.
+ *       protected, or writable.  A loaded page is mapped in every
+ *       mapping at once; one that loses its entry (deactivated, swapped
+ *       out, or resident before a mapping was made) is mapped again where
+ *       it faults (MINOR).  One kernel VMA per mapping.
  */
 #ifndef VMP_MECH_H
 #define VMP_MECH_H
@@ -54,10 +55,10 @@ extern const struct mech mech_uffd;
 /* userfaultfd: 0 if this process can use it (the kernel has the features,
  * the syscall is allowed), else -errno (-ENOSYS, -EPERM, -EINVAL). */
 int uffd_available(void);
-/* Map page @idx of @v as @c where the fault found no page-table entry (a
- * MINOR fault).  1 mapped, 0 it was mapped already (so the fault was a
- * write-protect one), -errno. */
-int uffd_map_page(const struct vmp_vma *v, uint64_t idx, enum vma_class c);
+/* Map the OS page at @addr of @v as @c where the fault found no page-table
+ * entry (a MINOR fault).  1 mapped, 0 it was mapped already (so the fault
+ * was a write-protect one), -errno. */
+int uffd_map_page(const struct vmp_vma *v, uintptr_t addr, enum vma_class c);
 void uffd_fork_prepare(void);
 void uffd_fork_parent(void);
 void uffd_fork_child(void);

@@ -74,14 +74,33 @@ static int uffd_register(void *addr, size_t len)
 	return uffd_ioctl(UFFDIO_REGISTER, &reg);
 }
 
+/* Map [addr, addr+len) from the memfd's pages (all of them there).  A
+ * call the kernel cut short (EAGAIN: the address space changed) goes on
+ * after what it mapped.  0, -EEXIST (a page-table entry was there: the
+ * range is mapped up to it), or -errno. */
 static int uffd_continue(void *addr, size_t len, bool wp)
 {
-	struct uffdio_continue c = {
-		.range = { (uintptr_t)addr, len },
-		.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0,
-	};
+	char *a = addr;
 
-	return uffd_ioctl(UFFDIO_CONTINUE, &c);
+	for (int tries = 0;; tries++) {
+		struct uffdio_continue c = {
+			.range = { (uintptr_t)a, len },
+			.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0,
+		};
+		int saved = errno, err = 0;
+
+		if (ioctl(uffd_fd, UFFDIO_CONTINUE, &c) < 0)
+			err = errno;
+		errno = saved;
+		if (!err)
+			return 0;
+		if (err != EAGAIN || tries == 1000)
+			return -err;
+		if (c.mapped > 0) { /* partly done: the rest */
+			a += c.mapped;
+			len -= (size_t)c.mapped;
+		}
+	}
 }
 
 static int uffd_protect(void *addr, size_t len, bool wp)
@@ -201,18 +220,17 @@ static int uffd_reserve(struct vmp_vma *v)
 	return 0;
 }
 
-/* Map pages [idx, idx+n) of @v page by page, those not mapped yet. */
-static int continue_each(const struct vmp_vma *v, uint64_t idx, uint64_t n,
-			 bool wp)
+/* Map [addr, addr+len) OS page by OS page, those not mapped yet, then
+ * give them all the protection @wp asks: a page mapped already keeps the
+ * one it had otherwise. */
+static int continue_each(char *addr, size_t len, bool wp)
 {
-	size_t ps = fh_pagesize(v->fh);
-
-	for (uint64_t i = 0; i < n; i++) {
-		int ret = uffd_continue(page_addr(v, idx + i), ps, wp);
+	for (size_t off = 0; off < len; off += os_page_size) {
+		int ret = uffd_continue(addr + off, os_page_size, wp);
 		if (ret && ret != -EEXIST)
 			return ret;
 	}
-	return 0;
+	return uffd_protect(addr, len, wp);
 }
 
 static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
@@ -232,7 +250,7 @@ static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 		/* newly readable: map them here now, the faulting mapping
 		 * among them (some may be mapped already: one by one then) */
 		ret = uffd_continue(addr, len, newc == CLASS_R);
-		return ret == -EEXIST ? continue_each(v, idx, n, newc == CLASS_R)
+		return ret == -EEXIST ? continue_each(addr, len, newc == CLASS_R)
 				      : ret;
 	case CLASS_BASE:
 		break;
@@ -241,11 +259,14 @@ static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 	return -EINVAL;
 }
 
-int uffd_map_page(const struct vmp_vma *v, uint64_t idx, enum vma_class c)
+int uffd_map_page(const struct vmp_vma *v, uintptr_t addr, enum vma_class c)
 {
-	int ret = uffd_continue(page_addr(v, idx), fh_pagesize(v->fh),
-				c != CLASS_RW);
+	/* the OS page that faulted: others of the block may be mapped (a
+	 * block larger than an OS page loses its entries one by one) */
+	void *page = (void *)(addr & ~(uintptr_t)(os_page_size - 1));
+	int ret = uffd_continue(page, os_page_size, c != CLASS_RW);
 
+	(void)v;
 	return ret == -EEXIST ? 0 : ret ? ret : 1;
 }
 

@@ -8,14 +8,21 @@
  *  - userfaultfd has no kernel mapping wall: more isolated dirty pages than
  *    the SIGSEGV mechanism can hold, one kernel mapping, and a second pass
  *    over resident pages that takes no fault;
- *  - an overlay handle of a userfaultfd RAM works (it uses SIGSEGV).
+ *  - an overlay handle of a userfaultfd RAM works (it uses SIGSEGV);
+ *  - edges found by review: a block larger than an OS page that lost the
+ *    entry of one OS page, an instruction fetch from a mapping, a fault
+ *    whose access is unknown (vmp_handle_fault) on a page another thread
+ *    mapped, a signal handler touching a mapping during a library call.
  *
  * The rest of the suite runs under each mechanism (meson test --setup=uffd).
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -270,6 +277,201 @@ static void test_overlay_in_uffd_ram(void **state)
 	mock_free(m);
 }
 
+/* A RAM with mechanism @faults, or NULL if it cannot be had here. */
+static vmp_ram *ram_with(int faults)
+{
+	vmp_ram *ram;
+
+	if (vmp_ram_new(&ram, 0))
+		return NULL;
+	if (vmp_ram_set_faults(ram, faults)) {
+		(void)vmp_ram_free(ram);
+		return NULL;
+	}
+	return ram;
+}
+
+static const int mechs[] = { VMP_FAULTS_SIGSEGV, VMP_FAULTS_UFFD };
+
+/* A 16 KiB block whose second OS page lost its page-table entry (swap-out
+ * or memory-cgroup reclaim do that; MADV_DONTNEED here): reading it maps
+ * that OS page, it does not loop on the others, mapped already. */
+static void child_big_block_partly_unmapped(void *arg)
+{
+	size_t ps = os_page(), bs = 4 * ps;
+	struct mock *m = mock_new(bs, 8, 0);
+	vmp_ram *ram = ram_with((int)(intptr_t)arg);
+	vmp_fileh *fh;
+	char *p;
+
+	if (!ram)
+		return;
+	child_check_rc(vmp_fileh_open(&fh, ram, m->store, VMP_NO_READAHEAD), 0);
+	child_check_rc(vmp_mmap(fh, 0, 8, PROT_READ, (void **)&p), 0);
+	child_check(gen_check(p + bs, bs, 1, 0) == 0);
+	child_check(madvise(p + bs + ps, ps, MADV_DONTNEED) == 0);
+	child_check(gen_check(p + bs, bs, 1, 0) == 0);
+	child_check_rc(vmp_prefault(p + bs, bs, 0), 0);
+	child_check_rc(vmp_munmap(p), 0);
+	child_check_rc(vmp_fileh_close(fh), 0);
+	child_check_rc(vmp_ram_free(ram), 0);
+}
+
+static void test_big_block_partly_unmapped(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(mechs); i++) {
+		run_child(child_big_block_partly_unmapped,
+			  (void *)(intptr_t)mechs[i], &r);
+		assert_child_exited_ok(&r);
+	}
+}
+
+/* Jumping into a mapping (no PROT_EXEC) crashes, as without the library:
+ * an instruction fetch is no page state of ours. */
+static void child_exec_mapping(void *arg)
+{
+	struct mock *m = mock_new(os_page(), 8, 0);
+	vmp_ram *ram = ram_with((int)(intptr_t)arg);
+	vmp_fileh *fh;
+	char *p;
+
+	if (!ram) {
+		raise(SIGSEGV); /* what the test expects of the others */
+		return;
+	}
+	child_check_rc(vmp_fileh_open(&fh, ram, m->store, 0), 0);
+	child_check_rc(vmp_mmap(fh, 0, 8, PROT_READ, (void **)&p), 0);
+	(void)peek(p + os_page()); /* loaded, mapped readable */
+	((void (*)(void))(uintptr_t)(p + os_page()))();
+	child_fail(__FILE__, __LINE__, "executed a mapped page");
+}
+
+static void test_exec_crashes(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(mechs); i++) {
+		run_child(child_exec_mapping, (void *)(intptr_t)mechs[i], &r);
+		assert_child_signaled(&r, SIGSEGV);
+	}
+}
+
+static void *read_page(void *arg)
+{
+	return (void *)(uintptr_t)peek(arg);
+}
+
+/* vmp_handle_fault knows nothing of the access: for a page another thread
+ * mapped meanwhile it must not guess "a write" and dirty it. */
+static void test_unknown_access_not_dirty(void **state)
+{
+	struct mock *m = mock_new(os_page(), 8, 0);
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	for (size_t i = 0; i < ARRAY_LEN(mechs); i++) {
+		vmp_ram *ram = ram_with(mechs[i]);
+		vmp_fileh *fh;
+		pthread_t th;
+		char *p;
+
+		if (!ram)
+			continue;
+		fh = open_fh(ram, m, VMP_NO_READAHEAD);
+		p = map_pages(fh, 0, 8, PROT_READ | PROT_WRITE);
+		assert_int_equal(pthread_create(&th, NULL, read_page, p), 0);
+		assert_int_equal(pthread_join(th, NULL), 0);
+		assert_rc(vmp_handle_fault(p), 1); /* as a stale read would */
+		assert_u64(dirty_count(fh), 0);
+		assert_ok(vmp_munmap(p));
+		assert_ok(vmp_fileh_close(fh));
+		assert_ok(vmp_ram_free(ram));
+	}
+	mock_free(m);
+}
+
+/* A signal handler that touches a mapping while the thread is inside a
+ * library call holding its lock: the program dies of the fault (library
+ * calls are not async-signal-safe), it does not hang. */
+static char *alarm_page;
+
+static void touch_on_alarm(int sig)
+{
+	(void)sig;
+	(void)peek(alarm_page);
+}
+
+static void child_signal_during_call(void *arg)
+{
+	struct mock *m = mock_new(os_page(), 64, 0);
+	vmp_ram *ram = ram_with((int)(intptr_t)arg);
+	struct itimerval it = { { 0, 200 }, { 0, 200 } };
+	struct sigaction sa = { .sa_handler = touch_on_alarm };
+	vmp_fileh *fh;
+
+	if (!ram)
+		return;
+	child_check_rc(vmp_fileh_open(&fh, ram, m->store, 0), 0);
+	child_check_rc(vmp_mmap(fh, 0, 64, PROT_READ, (void **)&alarm_page), 0);
+	sigemptyset(&sa.sa_mask);
+	child_check(sigaction(SIGPROF, &sa, NULL) == 0);
+	child_check(setitimer(ITIMER_PROF, &it, NULL) == 0);
+	for (int i = 0; i < 200000; i++) {
+		struct vmp_stats st;
+		child_check_rc(vmp_ram_stats(ram, &st), 0);
+		if (i % 64 == 0) /* let it go again, so the next touch faults */
+			child_check_rc(vmp_invalidate(fh, 0, 64), 0);
+	}
+}
+
+static void test_signal_during_call(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(mechs); i++) {
+		run_child(child_signal_during_call, (void *)(intptr_t)mechs[i], &r);
+		/* dead of the fault, or lucky: never a hang (SIGALRM) */
+		if (WIFSIGNALED(r.status) && WTERMSIG(r.status) != SIGSEGV &&
+		    WTERMSIG(r.status) != SIGBUS)
+			fail_msg("child killed by signal %d", WTERMSIG(r.status));
+	}
+}
+
+/* Read-ahead after a sequential scan: a hole punched in the middle of it
+ * (invalidated) and touched at random loads about what it touches, not a
+ * window from the stream that once passed there. */
+static void test_readahead_after_scan(void **state)
+{
+	const size_t ps = os_page();
+	struct mock *m = mock_new(ps, 8192, MOCK_READONLY);
+	uint64_t loads;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	fh = open_fh(ram, m, 0);
+	p = map_pages(fh, 0, 8192, PROT_READ);
+	for (uint64_t b = 0; b < 8192; b++)
+		(void)peek(p + b * ps);
+	assert_ok(vmp_invalidate(fh, 3000, 2000));
+	loads = ram_stats(ram).loads;
+	for (uint64_t b = 3100; b < 5000; b += 400)
+		(void)peek(p + b * ps);
+	assert_u64_le(ram_stats(ram).loads - loads, 5 * 4);
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +482,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_vma_wall, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overlay_in_uffd_ram, setup,
 						teardown),
+		cmocka_unit_test(test_big_block_partly_unmapped),
+		cmocka_unit_test(test_exec_crashes),
+		cmocka_unit_test(test_unknown_access_not_dirty),
+		cmocka_unit_test(test_signal_during_call),
+		cmocka_unit_test(test_readahead_after_scan),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
