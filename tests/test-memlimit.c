@@ -413,8 +413,8 @@ static void test_hot_set_survives_at_scale(void **state)
 {
 	(void)state;
 	/* every 2 MiB, a whole read-ahead window: when the RAM first fills,
-	 * a sixteenth of the hot set may go once (measured: exactly that) */
-	hot_set_survives(64 * MiB, 512, (64 * MiB / os_page() / 4) / 16);
+	 * a sixteenth of the hot set went once (measured); allow an eighth */
+	hot_set_survives(64 * MiB, 512, (64 * MiB / os_page() / 4) / 8);
 }
 
 /* --- vmp_ram_reclaim ------------------------------------------------------ */
