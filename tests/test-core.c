@@ -322,6 +322,36 @@ static void test_readahead_per_stream(void **state)
 	mock_free(m);
 }
 
+/* Read-ahead after a sequential scan: a hole punched in the middle of it
+ * (invalidated) and touched at random loads about what it touches, not a
+ * window from the stream that once passed there. */
+static void test_readahead_after_scan(void **state)
+{
+	const size_t ps = os_page();
+	struct mock *m = mock_new(ps, 8192, MOCK_READONLY);
+	uint64_t loads;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	fh = open_fh(ram, m, 0);
+	p = map_pages(fh, 0, 8192, PROT_READ);
+	for (uint64_t b = 0; b < 8192; b++)
+		(void)peek(p + b * ps);
+	assert_ok(vmp_invalidate(fh, 3000, 2000));
+	loads = ram_stats(ram).loads;
+	for (uint64_t b = 3100; b < 5000; b += 400)
+		(void)peek(p + b * ps);
+	assert_u64_le(ram_stats(ram).loads - loads, 5 * 4);
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 /* Mappings of 2 MiB or more sit where huge pages can be mapped whole: the
  * address agrees with the page's offset (in the memfd, or in the base file
  * of an overlay handle) modulo 2 MiB (issue 14). */
@@ -764,6 +794,7 @@ FD_CHECKED(test_overlapping_mappings)
 FD_CHECKED(test_several_handles_and_rams)
 FD_CHECKED(test_readahead_loadblks)
 FD_CHECKED(test_readahead_per_stream)
+FD_CHECKED(test_readahead_after_scan)
 FD_CHECKED(test_huge_alignment)
 FD_CHECKED(test_concurrent_faults_load_once)
 FD_CHECKED(test_readonly_write_sigsegv)
@@ -779,6 +810,7 @@ int main(void)
 		FD_TEST(test_several_handles_and_rams),
 		FD_TEST(test_readahead_loadblks),
 		FD_TEST(test_readahead_per_stream),
+		FD_TEST(test_readahead_after_scan),
 		FD_TEST(test_huge_alignment),
 		FD_TEST(test_concurrent_faults_load_once),
 		FD_TEST(test_readonly_write_sigsegv),

@@ -442,36 +442,6 @@ static void test_signal_during_call(void **state)
 	}
 }
 
-/* Read-ahead after a sequential scan: a hole punched in the middle of it
- * (invalidated) and touched at random loads about what it touches, not a
- * window from the stream that once passed there. */
-static void test_readahead_after_scan(void **state)
-{
-	const size_t ps = os_page();
-	struct mock *m = mock_new(ps, 8192, MOCK_READONLY);
-	uint64_t loads;
-	vmp_ram *ram;
-	vmp_fileh *fh;
-	char *p;
-
-	(void)state;
-	assert_ok(vmp_fault_handler_install());
-	assert_ok(vmp_ram_new(&ram, 0));
-	fh = open_fh(ram, m, 0);
-	p = map_pages(fh, 0, 8192, PROT_READ);
-	for (uint64_t b = 0; b < 8192; b++)
-		(void)peek(p + b * ps);
-	assert_ok(vmp_invalidate(fh, 3000, 2000));
-	loads = ram_stats(ram).loads;
-	for (uint64_t b = 3100; b < 5000; b += 400)
-		(void)peek(p + b * ps);
-	assert_u64_le(ram_stats(ram).loads - loads, 5 * 4);
-	assert_ok(vmp_munmap(p));
-	assert_ok(vmp_fileh_close(fh));
-	assert_ok(vmp_ram_free(ram));
-	mock_free(m);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,7 +456,6 @@ int main(void)
 		cmocka_unit_test(test_exec_crashes),
 		cmocka_unit_test(test_unknown_access_not_dirty),
 		cmocka_unit_test(test_signal_during_call),
-		cmocka_unit_test(test_readahead_after_scan),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
