@@ -52,12 +52,8 @@ void *bounce_get(size_t size, size_t *got)
 		idle[best] = idle[--nidle];
 	}
 	pthread_mutex_unlock(&pool_lock);
-	if (!buf) {
-		buf = os_alloc(size);
-		if (!buf)
-			return NULL;
-		__atomic_add_fetch(&bounce_bytes, size, __ATOMIC_RELAXED);
-	}
+	if (!buf && !(buf = bounce_alloc(size)))
+		return NULL;
 	*got = size;
 	return buf;
 }
@@ -77,20 +73,21 @@ bool bounce_put(void *buf, size_t size)
 	return kept;
 }
 
-/* Memory counted here that is not in the pool (load.c's scratch). */
+/* Counted whole pages, as mmap gives them (also load.c's scratch). */
 void *bounce_alloc(size_t size)
 {
 	void *p = os_alloc(size);
 
 	if (p)
-		__atomic_add_fetch(&bounce_bytes, size, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&bounce_bytes, round_to_page(size),
+				   __ATOMIC_RELAXED);
 	return p;
 }
 
 void bounce_free(void *buf, size_t size)
 {
 	os_free(buf, size);
-	__atomic_sub_fetch(&bounce_bytes, size, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&bounce_bytes, round_to_page(size), __ATOMIC_RELAXED);
 }
 
 uint64_t bounce_total(void)

@@ -362,21 +362,15 @@ static int serve(struct vmp_vma *v, uint64_t idx, unsigned acc, bool zero,
 	case PAGE_LOADED:
 		if (p->flags & PAGE_INACTIVE)
 			return reactivate(p, fe);
+		/* fall through */
+	case PAGE_DIRTY:
 		if (lazy)
 			return serve_resident_lazy(v, p, acc, fe);
 		if (!is_write(p, acc))
 			return 1;
 		/* a write to read-only memory: decline, the program crashes
 		 * (libsigsegv asks twice; is_write() answers the same) */
-		return writable ? make_dirty(p, fe) : 0;
-	case PAGE_DIRTY:
-		if (lazy)
-			return serve_resident_lazy(v, p, acc, fe);
-		if (!is_write(p, acc))
-			return 1;
-		if (!writable)
-			return 0;
-		return (p->flags & PAGE_WP) ? unprotect(p, fe) : 1;
+		return writable ? make_writable(p, fe) : 0;
 	default:
 		vmp_assert(!"page state");
 		return 1;
@@ -926,7 +920,7 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 	struct vmp_page *p;
 
 	for (; idx <= last && ret >= 0; idx++) {
-		fe.addr = (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift));
+		fe.addr = vma_page_addr(v, idx);
 		while (!prefault_done(v, (p = pagemap_get(&fh->pagemap, idx)),
 				      write)) {
 			ret = serve(v, idx, acc, false, &fe);

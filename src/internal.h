@@ -242,6 +242,12 @@ static inline size_t fh_pagesize(const struct vmp_fileh *fh)
 	return (size_t)1 << fh->pageshift;
 }
 
+/* The address of page @idx in @v (inside its range). */
+static inline void *vma_page_addr(const struct vmp_vma *v, uint64_t idx)
+{
+	return (void *)(v->start + ((idx - v->pgoffset) << v->fh->pageshift));
+}
+
 /* --- ram.c -------------------------------------------------------------- */
 struct vmp_page *page_alloc(vmp_ram *ram, struct vmp_fileh *fh, uint64_t idx);
 void page_free(vmp_ram *ram, struct vmp_page *page);

@@ -231,9 +231,10 @@ static void loading_abandon(struct vmp_page *p, bool punch)
 
 /*
  * Map pages[0..n) (consecutive, written, COMMITTING) in every vma and mark
- * them (@ops: room for the remap operations, or NULL).  The lock is dropped for the mprotects: other threads' faults go
- * on meanwhile (pages being mapped are PAGE_MAPPING and still LOADING, so
- * faults on them wait, and invalidate waits for them).
+ * them (@ops: room for the remap operations, or NULL: under the lock).
+ * The lock is dropped while the mechanism maps them: other threads' faults
+ * go on meanwhile (pages being mapped are PAGE_MAPPING and still LOADING,
+ * so faults on them wait, and invalidate waits for them).
  */
 static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 			 uint64_t n, const struct vmp_page *to,

@@ -18,11 +18,6 @@ static const int class_prot[] = {
 	[CLASS_BASE] = PROT_READ,
 };
 
-static void *page_addr(const struct vmp_vma *v, uint64_t idx)
-{
-	return (void *)(v->start + ((idx - v->pgoffset) << v->fh->pageshift));
-}
-
 /*
  * Show the base file for pages [idx, idx+n) at @addr.  OS pages wholly past
  * its end would raise SIGBUS in a kernel mapping (also inside a block the
@@ -77,7 +72,7 @@ static int mprotect_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 			 enum vma_class oldc, enum vma_class newc)
 {
 	struct vmp_fileh *fh = v->fh;
-	void *addr = page_addr(v, idx);
+	void *addr = vma_page_addr(v, idx);
 	size_t len = (size_t)n << fh->pageshift;
 
 	if (newc == CLASS_BASE)

@@ -196,11 +196,6 @@ void uffd_fork_child(void)
 	pthread_mutex_unlock(&uffd_lock);
 }
 
-static void *page_addr(const struct vmp_vma *v, uint64_t idx)
-{
-	return (void *)(v->start + ((idx - v->pgoffset) << v->fh->pageshift));
-}
-
 static int uffd_reserve(struct vmp_vma *v)
 {
 	struct vmp_fileh *fh = v->fh;
@@ -236,7 +231,7 @@ static int continue_each(char *addr, size_t len, bool wp)
 static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 		     enum vma_class oldc, enum vma_class newc)
 {
-	void *addr = page_addr(v, idx);
+	void *addr = vma_page_addr(v, idx);
 	size_t len = (size_t)n << v->fh->pageshift;
 	int ret;
 

@@ -295,10 +295,8 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 {
 	uint64_t limit = ram->limit_bytes;
 
-	if (!over_limit(ram, bytes)) {
-		if (bytes)
-			refill_inactive(ram, 4 * RECLAIM_BATCH);
-	}
+	if (bytes && !over_limit(ram, bytes))
+		refill_inactive(ram, 4 * RECLAIM_BATCH);
 	while (over_limit(ram, bytes)) {
 		uint64_t need = ram->used_bytes + bytes - limit;
 		/* reclaim in batches: a 32th of the limit at least */

@@ -202,8 +202,7 @@ int vma_overlay_sigbus(struct vmp_vma *v, uintptr_t addr)
 		return 0; /* inside the file: an I/O error, not ours */
 	while (n < 512 && idx + n < end && !pagemap_get(&fh->pagemap, idx + n))
 		n++;
-	return map_base(fh, (void *)(v->start + ((idx - v->pgoffset) << fh->pageshift)),
-			idx, n) ? 0 : 1;
+	return map_base(fh, vma_page_addr(v, idx), idx, n) ? 0 : 1;
 }
 
 static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
