@@ -112,7 +112,7 @@ extern "C" {
 #endif
 
 #define VMP_VERSION_MAJOR 0
-#define VMP_VERSION_MINOR 2
+#define VMP_VERSION_MINOR 3
 #define VMP_VERSION_PATCH 0
 
 /** True when the header is at least version @p major.@p minor. */
@@ -202,7 +202,9 @@ typedef struct vmp_store_ops {
 } vmp_store_ops;
 
 
-/** Figures of a vmp_ram, see vmp_ram_stats(). */
+/** Figures of a vmp_ram, see vmp_ram_stats().  Fields are only ever added
+ *  at the end, each time with a new version of vmp_ram_stats (programs
+ *  built against an older header get the fields they know). */
 struct vmp_stats {
 	uint64_t limit_bytes;     /**< budget, 0 = unlimited */
 	uint64_t resident_bytes;  /**< page memory held now (clean + dirty) */
@@ -222,6 +224,13 @@ struct vmp_stats {
 				       go into page memory (in use, and up to
 				       16 MiB kept idle for reuse), and per
 				       thread page lists; outside the limit */
+	/* 0.3 */
+	uint64_t spilled_bytes;   /**< dirty bytes in spill files now
+				       (VMP_SPILL), not in resident_bytes */
+	uint64_t spill_writes;    /**< pages written to spill files */
+	uint64_t spill_reads;     /**< spilled pages read back on a fault */
+	uint64_t writeback_pages; /**< dirty pages stored to make room
+				       (VMP_WRITEBACK) */
 };
 
 /* --- memory budget ------------------------------------------------------- */
@@ -368,6 +377,31 @@ enum vmp_fileh_flags {
 	 *  for random access, where read-ahead would load pages nobody
 	 *  reads. */
 	VMP_NO_READAHEAD = 1u << 1,
+	/** Change sets larger than memory, still transactional.  When a
+	 *  fault needs room and only dirty pages are left to drop, the least
+	 *  recently dirtied pages of such handles are written to the handle's
+	 *  spill file (unlinked, see vmp_fileh_set_spill_dir()) and leave
+	 *  memory; touching one reads it back from there, dirty.  Spilled
+	 *  pages are dirty pages in every respect: vmp_fileh_dirty_count()
+	 *  counts them, vmp_writeout() stores them (reading them from the
+	 *  spill file, in page order with the others, inside the same
+	 *  writeout_begin/commit), vmp_discard() drops them and frees their
+	 *  file space, vmp_invalidate() keeps them.  A spill write that fails
+	 *  (ENOSPC, EIO) fails the fault that needed the room
+	 *  (VMP_FAULT_EVICT) and loses nothing: the pages stay in memory.
+	 *  Not with VMP_OVERLAY or VMP_WRITEBACK. */
+	VMP_SPILL = 1u << 2,
+	/** Kernel-like read-write mapping, not transactional.  When a fault
+	 *  needs room and only dirty pages are left to drop, the least
+	 *  recently dirtied pages of such handles are stored with storeblk
+	 *  (sorted by block, bracketed by writeout_begin and writeout_commit
+	 *  as in vmp_writeout) and dropped, clean.  So vmp_discard() drops
+	 *  only the changes not written back yet, and the store may hold
+	 *  part of a change set before vmp_writeout().  A store that fails
+	 *  fails the fault that needed the room (VMP_FAULT_EVICT); its pages
+	 *  stay dirty.  Needs ops->storeblk.  Not with VMP_OVERLAY or
+	 *  VMP_SPILL. */
+	VMP_WRITEBACK = 1u << 3,
 };
 
 /**
@@ -380,10 +414,13 @@ enum vmp_fileh_flags {
  * @param fhp   receives the handle.
  * @param ram   the budget its pages are charged to.
  * @param store the store, from vmp_store_new() or vmp_file_store_new().
- * @param flags 0, or VMP_OVERLAY and/or VMP_NO_READAHEAD.
- * @return 0, -EINVAL (NULL argument, unknown flag, VMP_OVERLAY without
- *         ops->base), the error of ops->base, -ENOMEM, -EMFILE, -ECHILD
- *         (@p ram or @p store from before a fork()).
+ * @param flags 0, or VMP_OVERLAY and/or VMP_NO_READAHEAD; or VMP_SPILL or
+ *        VMP_WRITEBACK (each alone, or with VMP_NO_READAHEAD).
+ * @return 0, -EINVAL (NULL argument, unknown flag or a combination not
+ *         allowed, VMP_OVERLAY without ops->base, VMP_WRITEBACK without
+ *         ops->storeblk), the error of ops->base, VMP_SPILL: the error
+ *         of creating the spill file in $TMPDIR (or /tmp), -ENOMEM,
+ *         -EMFILE, -ECHILD (@p ram or @p store from before a fork()).
  */
 VMP_NODISCARD int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 				 vmp_store *store, unsigned flags);
@@ -397,6 +434,19 @@ VMP_NODISCARD int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
  *         it runs in another thread, -ENOMEM, -ECHILD.
  */
 int vmp_fileh_close(vmp_fileh *fh);
+
+/**
+ * Put a VMP_SPILL handle's spill file in directory @p dir instead of
+ * $TMPDIR (or /tmp when TMPDIR is unset): a file system with room for the
+ * largest change set expected, ideally not tmpfs (whose pages are memory
+ * too).  The file is created now, unlinked (O_TMPFILE where the file
+ * system has it), close-on-exec, mode 0600; the one it replaces is
+ * closed.  Only while nothing of the handle is spilled.
+ * @return 0, -EINVAL (NULL, not a VMP_SPILL handle), -EBUSY (pages are
+ *         spilled, or a writeout runs), the error of creating the file
+ *         (-ENOENT, -EACCES, -ENOTDIR, -EROFS, ...), -ECHILD.
+ */
+int vmp_fileh_set_spill_dir(vmp_fileh *fh, const char *dir);
 
 /** Number of dirty pages of @p fh, in *@p npages.
  *  @return 0, -EINVAL, -ECHILD. */
@@ -510,6 +560,12 @@ enum vmp_fault_what {
 	VMP_FAULT_RECURSION,   /**< loadblk touched the page it is loading
 				    (-EDEADLK: also a cycle of loads), or
 				    loads nested more than 16 deep (-ELOOP) */
+	VMP_FAULT_EVICT,       /**< dirty pages could not leave memory to
+				    make room: the spill file's error
+				    (VMP_SPILL: -ENOSPC, -EIO, -EFBIG), or
+				    storeblk's or a writeout hook's
+				    (VMP_WRITEBACK); also a spilled page
+				    that could not be read back */
 };
 
 /** Describes a fault that could not be served. */

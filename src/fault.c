@@ -364,6 +364,8 @@ static int serve(struct vmp_vma *v, uint64_t idx, unsigned acc, bool zero,
 			return reactivate(p, fe);
 		/* fall through */
 	case PAGE_DIRTY:
+		if (p->flags & PAGE_SPILLED)
+			return evict_unspill(v, p, fe);
 		if (lazy)
 			return serve_resident_lazy(v, p, acc, fe);
 		if (!is_write(p, acc))
@@ -436,8 +438,10 @@ static int fault_serve(void *addr)
 		overlay = v->fh->flags & VMP_OVERLAY;
 		vma_unpin(v);
 		if (vmp_tls.room_wait) { /* pin let go: nobody waits for us */
-			ram_wait_room(ram);
 			vmp_tls.room_wait = NULL;
+			int err = evict_make_room(ram, &fe);
+			if (err < 0)
+				ret = err;
 		}
 		fault_unlock(ram);
 		if (ret >= 0 || zero || !errfn)
@@ -503,6 +507,7 @@ static const char *what_failed(enum vmp_fault_what what)
 	case VMP_FAULT_MEMLIMIT: return "memory limit reached with only dirty or loading pages left";
 	case VMP_FAULT_MAPLIMIT: return "kernel mapping limit (vm.max_map_count) reached";
 	case VMP_FAULT_RECURSION: return "loadblk touched the page it is loading";
+	case VMP_FAULT_EVICT: return "dirty pages could not be spilled or written back";
 	}
 	return "fault failed";
 }
@@ -900,7 +905,7 @@ static bool prefault_done(const struct vmp_vma *v, const struct vmp_page *p,
 {
 	if (v->fh->flags & VMP_OVERLAY)
 		return !write || (p && p->state == PAGE_DIRTY && !(p->flags & PAGE_WP));
-	if (!p || p->state == PAGE_LOADING)
+	if (!p || p->state == PAGE_LOADING || (p->flags & PAGE_SPILLED))
 		return false;
 	if (write)
 		return p->state == PAGE_DIRTY && !(p->flags & PAGE_WP);
@@ -929,8 +934,9 @@ static int prefault_range(struct vmp_vma *v, uintptr_t a, size_t len, int write)
 				break;
 			}
 			if (vmp_tls.room_wait) { /* (pinned: see vmp_prefault) */
-				ram_wait_room(fh->ram);
 				vmp_tls.room_wait = NULL;
+				if ((ret = evict_make_room(fh->ram, &fe)) < 0)
+					break;
 			}
 		}
 		/* with userfaultfd a resident page may lack its entry here

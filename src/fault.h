@@ -78,8 +78,8 @@ struct fault_tls {
 	void *scratch[MAX_NEST];      /* per load level, see load.c */
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
 	bool locked;  /* holds a ram->lock in the fault path */
-	vmp_ram *room_wait; /* wait there for loads to end, then fault again
-			       (load.c sets it, the entry waits) */
+	vmp_ram *room_wait; /* make room there (evict_make_room), then fault
+			       again (ram_charge said so, the entry does it) */
 	bool raising; /* report_and_raise_sigbus() is sending its SIGBUS */
 	/* The signal mask store callbacks run with: the mask of the code the
 	 * fault interrupted (callbacks are the program's code), less SIGSEGV
@@ -143,5 +143,16 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 /* A fault on LOADING page @p: wait for its loader, or take it over; 1
  * (fault again), or -errno in @fe.  ram->lock held, dropped meanwhile. */
 int load_fault_loading(struct vmp_page *p, struct vmp_fault_error *fe);
+
+/* --- evict.c --- */
+/* A fault found the room held (ram_charge gave -EAGAIN): make some by
+ * spilling or writing back dirty pages, or else wait for loads, evictions
+ * and writeouts in progress.  0 (fault again), or -errno in @fe.  ram->lock
+ * held, dropped meanwhile; the caller holds no pin. */
+int evict_make_room(vmp_ram *ram, struct vmp_fault_error *fe);
+/* A fault on spilled page @p (of @v): read it back from the spill file.
+ * 1 (fault again), or -errno in @fe.  ram->lock held, dropped meanwhile. */
+int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
+		  struct vmp_fault_error *fe);
 
 #endif /* VMP_FAULT_H */

@@ -37,7 +37,13 @@ void page_drop(struct vmp_page *p)
 	} else if (p->state == PAGE_DIRTY) {
 		list_del(&p->link);
 		fh->ndirty--;
-		ram->dirty_bytes -= ps;
+		if (p->flags & PAGE_SPILLED) {
+			fh->nspilled--;
+			ram->spilled_bytes -= ps;
+			ps = 0; /* not charged */
+		} else {
+			ram->dirty_bytes -= ps;
+		}
 	} else { /* LOADING pages are on no list */
 		ram_loading_done(ram, ps);
 	}
@@ -48,7 +54,7 @@ void page_drop(struct vmp_page *p)
 		page_free(ram, p);
 }
 
-static size_t same_state_run(struct vmp_page **pages, size_t i, size_t n)
+size_t same_state_run(struct vmp_page **pages, size_t i, size_t n)
 {
 	size_t j = i + 1;
 
@@ -70,8 +76,9 @@ int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 		ret = fh_remap_run(fh, idx, len, pages[i], &page_absent);
 		if (ret)
 			return ret;
-		(void)os_punch(fh->memfd, idx << fh->pageshift,
-			       (uint64_t)len << fh->pageshift);
+		(void)os_punch((pages[i]->flags & PAGE_SPILLED) ? fh->spill_fd
+								: fh->memfd,
+			       idx << fh->pageshift, (uint64_t)len << fh->pageshift);
 		for (j = i; j < i + len; j++)
 			page_drop(pages[j]);
 	}
@@ -93,6 +100,30 @@ static int fh_lock_api(const vmp_fileh *fh, struct api_state *saved)
 }
 
 /* --- open / close --- */
+
+static bool flags_ok(unsigned flags, const vmp_store_ops *ops)
+{
+	unsigned evict = flags & (VMP_SPILL | VMP_WRITEBACK);
+
+	if (flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD | VMP_SPILL |
+				VMP_WRITEBACK))
+		return false;
+	if ((flags & VMP_OVERLAY) && !ops->base)
+		return false;
+	/* overlay pages show the base file when not in memory, which a
+	 * spilled page must not, and its writeback is the kernel's to do */
+	if (evict && ((flags & VMP_OVERLAY) || evict == (VMP_SPILL | VMP_WRITEBACK)))
+		return false;
+	return !(flags & VMP_WRITEBACK) || ops->storeblk;
+}
+
+/* A new spill file in $TMPDIR, or /tmp: an fd or -errno. */
+static int spill_create_default(void)
+{
+	const char *dir = getenv("TMPDIR");
+
+	return os_tmpfile(dir && *dir ? dir : "/tmp");
+}
 
 static int open_base(struct vmp_fileh *fh)
 {
@@ -128,8 +159,7 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	if ((ret = check_fork(ram->fork_gen)) ||
 	    (ret = check_fork(store->fork_gen)))
 		return ret;
-	if ((flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD)) ||
-	    ((flags & VMP_OVERLAY) && !store->ops.base))
+	if (!flags_ok(flags, &store->ops))
 		return -EINVAL;
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
@@ -141,11 +171,17 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	fh->flags = flags;
 	fh->pageshift = (unsigned)__builtin_ctzll(store->blksize);
 	fh->base_fd = -1;
+	fh->spill_fd = -1;
 	pagemap_init(&fh->pagemap);
 	list_init(&fh->dirty);
+	list_init(&fh->spilled);
 	list_init(&fh->vmas);
 	if ((flags & VMP_OVERLAY) && (ret = open_base(fh)))
 		goto out_free;
+	if ((flags & VMP_SPILL) && (fh->spill_fd = spill_create_default()) < 0) {
+		ret = fh->spill_fd;
+		goto out_free;
+	}
 	fh->memfd = os_memfd_create("vmpage");
 	if (fh->memfd < 0) {
 		ret = fh->memfd;
@@ -163,6 +199,8 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	return 0;
 
 out_free:
+	if (fh->spill_fd >= 0)
+		close(fh->spill_fd);
 	free(fh);
 	return ret;
 }
@@ -182,6 +220,8 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 		ram_unlock_api(ram, &saved);
 		return -EBUSY;
 	}
+	while (fh->evicting) /* another handle's fault makes room */
+		pthread_cond_wait(&ram->writeout_cond, &ram->lock);
 	/* no vma: no fault can be loading, every page just goes */
 	n = pagemap_collect(&fh->pagemap, 0, UINT64_MAX, &pages);
 	if (n < 0) {
@@ -198,10 +238,36 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 	 * is a cancellation point) */
 	pagemap_destroy(&fh->pagemap);
 	close(fh->memfd);
+	if (fh->spill_fd >= 0)
+		close(fh->spill_fd);
 	store_put(fh->store);
 	free(fh);
 	api_leave(&saved);
 	return 0;
+}
+
+VMP_EXPORT int vmp_fileh_set_spill_dir(vmp_fileh *fh, const char *dir)
+{
+	struct api_state saved;
+	int fd, ret;
+
+	if (!fh || !dir || !(fh->flags & VMP_SPILL))
+		return -EINVAL;
+	if ((ret = check_fork(fh->ram->fork_gen)))
+		return ret;
+	if ((fd = os_tmpfile(dir)) < 0)
+		return fd;
+	ram_lock_api(fh->ram, &saved);
+	if (fh->nspilled || fh->writeout_busy || fh->evicting) {
+		ret = -EBUSY;
+	} else {
+		int old = fh->spill_fd;
+		fh->spill_fd = fd;
+		fd = old;
+	}
+	ram_unlock_api(fh->ram, &saved);
+	close(fd); /* the old file, or the new one on -EBUSY */
+	return ret;
 }
 
 VMP_EXPORT int vmp_fileh_dirty_count(const vmp_fileh *fh, uint64_t *npages)
@@ -234,34 +300,46 @@ VMP_EXPORT int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
 
 /* --- the change set --- */
 
-/* Wait for a writeout of @fh in another thread.  ram->lock held. */
-static void writeout_wait(struct vmp_fileh *fh)
+void writeout_wait(struct vmp_fileh *fh)
 {
-	while (fh->writeout_busy)
+	while (fh->writeout_busy || fh->evicting || fh->nmoving)
 		pthread_cond_wait(&fh->ram->writeout_cond, &fh->ram->lock);
 }
 
-/* The dirty pages of @fh sorted by index (malloc'ed), or -ENOMEM. */
-static long collect_dirty(struct vmp_fileh *fh, struct vmp_page ***pagesp)
+/*
+ * The dirty pages of @fh sorted by index, or -ENOMEM.  One malloc'ed
+ * block: *@pagesp, then (if @from_spill) one byte per page, set where the
+ * page is spilled now (ram->lock held: it cannot change unnoticed).
+ */
+static long collect_dirty(struct vmp_fileh *fh, struct vmp_page ***pagesp,
+			  uint8_t **from_spill)
 {
 	struct vmp_page **pages, *p;
-	long n = 0;
+	long n = 0, i;
 
 	*pagesp = NULL;
 	if (!fh->ndirty)
 		return 0;
-	pages = malloc(fh->ndirty * sizeof(*pages));
+	pages = malloc(fh->ndirty * (sizeof(*pages) + 1));
 	if (!pages)
 		return -ENOMEM;
 	list_for_each_entry(p, &fh->dirty, link)
 		pages[n++] = p;
+	list_for_each_entry(p, &fh->spilled, link)
+		pages[n++] = p;
 	qsort(pages, (size_t)n, sizeof(*pages), page_cmp_index);
+	if (from_spill) {
+		*from_spill = (uint8_t *)(pages + n);
+		for (i = 0; i < n; i++)
+			(*from_spill)[i] = !!(pages[i]->flags & PAGE_SPILLED);
+	}
 	*pagesp = pages;
 	return n;
 }
 
-/* Write-protect dirty pages (PAGE_WP) in runs. */
-static int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+/* Write-protect dirty pages (PAGE_WP) in runs; spilled ones, not mapped,
+ * only get the flag (it stays when they are read back). */
+int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 {
 	size_t i, j, len;
 
@@ -317,13 +395,15 @@ static int call_abort(void *arg)
 	return 0;
 }
 
-/* Call storeblk for each page; no lock held (pages pinned by
- * writeout_busy).  Bytes come from the memfd, not from a mapping. */
-static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+/* Bytes come from the memfd (or the spill file), not from a mapping:
+ * pages pinned by writeout_busy or evicting; in a buffer of the pool,
+ * for an eviction calls this in the fault handler. */
+int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
+		const uint8_t *from_spill, size_t n)
 {
 	const vmp_store_ops *ops = &fh->ops;
-	size_t ps = fh_pagesize(fh);
-	void *buf = malloc(ps);
+	size_t ps = fh_pagesize(fh), got = 0;
+	void *buf = bounce_get(ps, &got);
 	struct store_call c = { fh, 0, buf };
 	int ret;
 	size_t i;
@@ -334,8 +414,9 @@ static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 	if (ret)
 		goto out;
 	for (i = 0; i < n && !ret; i++) {
+		int fd = from_spill && from_spill[i] ? fh->spill_fd : fh->memfd;
 		c.blk = pages[i]->index;
-		ret = os_pread_zerofill(fh->memfd, buf, ps, c.blk << fh->pageshift);
+		ret = os_pread_zerofill(fd, buf, ps, c.blk << fh->pageshift);
 		if (!ret)
 			ret = callback_run(call_storeblk, &c, NULL);
 	}
@@ -345,8 +426,17 @@ static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 	if (ret && ops->writeout_abort)
 		(void)callback_run(call_abort, &c, NULL);
 out:
-	free(buf);
+	if (!bounce_put(buf, got))
+		bounce_free(buf, got);
 	return ret > 0 ? -EIO : ret;
+}
+
+/* No page spilled any more: free the file's space, stale copies of pages
+ * read back included (evict.c). */
+static void spill_trim(struct vmp_fileh *fh)
+{
+	if (fh->spill_fd >= 0 && !fh->nspilled)
+		(void)os_resize(fh->spill_fd, 0);
 }
 
 /* Pages still write-protected were not written since: they are clean now. */
@@ -359,8 +449,10 @@ static int mark_stored(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 		struct vmp_page *p = pages[i];
 		if (p->state != PAGE_DIRTY || !(p->flags & PAGE_WP))
 			continue;
-		if (fh->flags & VMP_OVERLAY) {
-			pages[k++] = p; /* clean overlay pages are the file's */
+		if (fh->flags & VMP_OVERLAY || (p->flags & PAGE_SPILLED)) {
+			/* clean overlay pages are the file's; spilled ones
+			 * the store's, and not in memory anyway */
+			pages[k++] = p;
 			continue;
 		}
 		/* DIRTY+WP and LOADED show the same: no mprotect needed */
@@ -377,6 +469,7 @@ static int mark_stored(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 {
 	struct vmp_page **pages = NULL;
+	uint8_t *from_spill = NULL;
 	struct api_state saved;
 	long n;
 	int ret;
@@ -389,7 +482,7 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
 	writeout_wait(fh);
-	n = collect_dirty(fh, &pages);
+	n = collect_dirty(fh, &pages, &from_spill);
 	if (n <= 0) {
 		ret = (int)n;
 		goto out_unlock;
@@ -403,14 +496,21 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 		fh->writeout_busy = true;
 		ram_unlock_api(fh->ram, &saved);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-		ret = store_pages(fh, pages, (size_t)n);
+		ret = store_pages(fh, pages, from_spill, (size_t)n);
 		pthread_setcancelstate(cancel, NULL);
 		ram_lock_api(fh->ram, &saved);
+		/* pages read back from the spill file meanwhile land first
+		 * (still pinned: no eviction takes them in between) */
+		while (fh->nmoving)
+			pthread_cond_wait(&fh->ram->writeout_cond, &fh->ram->lock);
 		fh->writeout_busy = false;
 		pthread_cond_broadcast(&fh->ram->writeout_cond);
+		if (fh->ram->room_waiters)
+			pthread_cond_broadcast(&fh->ram->room_cond);
 	}
 	if (!ret && (flags & VMP_WRITEOUT_MARKSTORED))
 		ret = mark_stored(fh, pages, (size_t)n);
+	spill_trim(fh);
 out_unlock:
 	ram_unlock_api(fh->ram, &saved);
 	free(pages);
@@ -427,8 +527,9 @@ VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
 	writeout_wait(fh);
-	n = collect_dirty(fh, &pages);
+	n = collect_dirty(fh, &pages, NULL);
 	ret = n < 0 ? (int)n : fh_drop_pages(fh, pages, (size_t)n);
+	spill_trim(fh);
 	ram_unlock_api(fh->ram, &saved);
 	free(pages);
 	return ret;

@@ -72,6 +72,12 @@ enum page_flags {
 				       loader is mapping it with ram->lock
 				       dropped; shows as what it becomes
 				       (vma_class) */
+	PAGE_SPILLED = 1u << 5,     /* DIRTY, its bytes in fh->spill_fd and
+				       not in memory: on fh->spilled, shown
+				       PROT_NONE, not charged (evict.c) */
+	PAGE_MOVING = 1u << 6,      /* SPILLED: a fault is reading it back
+				       with ram->lock dropped; faults on it
+				       wait (page_wait_moving) */
 };
 
 /*
@@ -84,7 +90,8 @@ struct vmp_page {
 	union {
 		struct vmp_list link; /* LOADED: on ram->active, or
 					 ram->inactive if PAGE_INACTIVE;
-					 DIRTY: on fh->dirty; free: on
+					 DIRTY: on fh->dirty, or fh->spilled
+					 if PAGE_SPILLED; free: on
 					 ram->pool_free */
 		struct loading_run *run; /* LOADING: the run loading it */
 	};
@@ -103,8 +110,10 @@ struct vmp_page {
 
 /*
  * struct vmp_ram.  Invariants, under ->lock:
- *   used_bytes  == sum over its handles' pages (any state) of pagesize
- *   dirty_bytes == sum over DIRTY pages of pagesize
+ *   used_bytes  == sum over its handles' pages (any state) of pagesize,
+ *                  but spilled ones
+ *   dirty_bytes == sum over DIRTY pages of pagesize, but spilled ones
+ *   spilled_bytes == sum over DIRTY|SPILLED pages of pagesize
  *   loading_bytes == sum over LOADING pages of pagesize
  *   limit_bytes == 0 || used_bytes <= max(limit_bytes, one page)
  *   active   holds the LOADED pages without PAGE_INACTIVE, inactive those
@@ -116,13 +125,16 @@ struct vmp_ram {
 	pthread_cond_t page_cond[RAM_NWAIT]; /* see page_wait() */
 	pthread_cond_t unmap_cond;           /* vma->inflight reached 0 */
 	pthread_cond_t writeout_cond;        /* fh->writeout_busy cleared */
-	pthread_cond_t room_cond;            /* loading_bytes went down */
+	pthread_cond_t room_cond;            /* loading_bytes went down, or
+						an eviction or writeout
+						ended */
 	uint64_t limit_bytes;                /* const; 0 = unlimited */
 	const struct mech *mech;             /* of its handles (mech.h);
 						set while it has none */
 	uint64_t used_bytes;
 	uint64_t dirty_bytes;
 	uint64_t loading_bytes;   /* of LOADING pages: room once loaded */
+	uint64_t spilled_bytes;
 	unsigned room_waiters;    /* faults waiting for loading_bytes */
 	struct vmp_list active;   /* mapped clean pages, via page->link */
 	struct vmp_list inactive; /* clean pages protected NONE to test reuse */
@@ -151,8 +163,13 @@ struct vmp_store {
 
 /*
  * struct vmp_fileh.  All mutable fields under ram->lock.
- *   ndirty == length of dirty list
+ *   ndirty == length of dirty list + nspilled (length of spilled list)
  *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned)
+ *   evicting: an eviction is spilling or writing back pages (evict.c:
+ *             resident dirty pages pinned, as by a writeout)
+ *   nmoving == number of PAGE_MOVING pages (read back from the spill file)
+ * A writeout, discard or eviction starts only with none of the three
+ * going on (writeout_wait), so each sees the pages stay put.
  */
 struct vmp_fileh {
 	vmp_ram *ram;             /* const */
@@ -167,11 +184,18 @@ struct vmp_fileh {
 	uint64_t base_off;        /* const, VMP_OVERLAY: offset of block 0 */
 	uint64_t memfd_size;      /* grown by vmp_mmap */
 	struct vmp_pagemap pagemap;
-	struct vmp_list dirty;    /* DIRTY pages via page->link */
-	uint64_t ndirty;
+	struct vmp_list dirty;    /* DIRTY pages in memory via page->link,
+				     in the order they became dirty */
+	struct vmp_list spilled;  /* DIRTY|SPILLED pages via page->link */
+	uint64_t ndirty;          /* both */
+	uint64_t nspilled;
+	int spill_fd;             /* VMP_SPILL: page i's bytes at offset
+				     i << pageshift; else -1 */
+	unsigned nmoving;
 	struct vmp_list vmas;     /* via vma->fh_link */
 	unsigned nvma;
 	bool writeout_busy;
+	bool evicting;
 	bool reads_itself;        /* a loadblk of it read it: no loadblks
 				     batches any more (load.c) */
 	vmp_fault_error_fn errfn;
@@ -254,14 +278,13 @@ void page_free(vmp_ram *ram, struct vmp_page *page);
 /* Make room for @bytes more resident bytes and @kvmas more kernel VMAs,
  * reclaiming clean pages as needed, then charge @bytes.  -ENOMEM when the
  * budget holds only dirty pages (*what says which budget).  With
- * @may_wait, when other threads' loads hold the room, -EAGAIN, nothing
- * charged: the caller lets go of what it holds, calls ram_wait_room()
- * (without dropping the lock in between) and looks at its page again. */
+ * @may_wait, when other threads' loads hold the room, or dirty pages may
+ * leave (VMP_SPILL, VMP_WRITEBACK), -EAGAIN, nothing charged: the caller
+ * lets go of what it holds, calls evict_make_room() (without dropping the
+ * lock in between) and looks at its page again. */
 int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 	       enum vmp_fault_what *what);
 void ram_uncharge(vmp_ram *ram, uint64_t bytes);
-/* Wait until a load in progress ends (drops and retakes ram->lock). */
-void ram_wait_room(vmp_ram *ram);
 /* @bytes of LOADING pages became LOADED, DIRTY or were dropped. */
 void ram_loading_done(vmp_ram *ram, uint64_t bytes);
 /* The LRU: a new clean page, one leaving it, one touched again. */
@@ -271,7 +294,12 @@ void lru_reactivated(vmp_ram *ram, struct vmp_page *p);
 /* Wait until @page is no longer LOADING, or another run took it over
  * (drops and retakes ram->lock). */
 void page_wait(vmp_ram *ram, struct vmp_page *page);
+/* Wait until @page is no longer PAGE_MOVING (drops and retakes ram->lock). */
+void page_wait_moving(vmp_ram *ram, struct vmp_page *page);
 void page_wake(vmp_ram *ram, struct vmp_page *page);
+
+/* Is there a handle whose dirty pages may leave memory (evict.c)? */
+bool evict_possible(const vmp_ram *ram);
 
 /* --- vma.c -------------------------------------------------------------- */
 enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p);
@@ -358,6 +386,18 @@ void page_drop(struct vmp_page *p);
  * from every vma, punch their memory, forget them.  Runs of neighbours
  * with equal state take one mprotect and one fallocate each. */
 int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
+/* Length of the run of pages[i..n) with consecutive indices and the state
+ * and flags of pages[i]. */
+size_t same_state_run(struct vmp_page **pages, size_t i, size_t n);
+/* Write-protect dirty pages[0..n) (sorted) for a store: PAGE_WP. */
+int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
+/* Call the store for pages[0..n) (sorted, write-protected and pinned),
+ * bracketed by its writeout hooks; each page's bytes come from the memfd,
+ * or where @from_spill[i] from the spill file.  No lock held. */
+int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
+		const uint8_t *from_spill, size_t n);
+/* Wait until no writeout, eviction or read-back of @fh runs (ram->lock). */
+void writeout_wait(struct vmp_fileh *fh);
 
 /* --- fileh.c / fault.c -------------------------------------------------- */
 /*

@@ -7,7 +7,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -53,6 +55,26 @@ int os_memfd_create(const char *name)
 int os_resize(int fd, uint64_t size)
 {
 	OS_CALL(ftruncate(fd, (off_t)size));
+}
+
+int os_tmpfile(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+
+	if (fd >= 0)
+		return fd;
+	/* file systems without O_TMPFILE say so in more than one way */
+	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		return -errno;
+	if (snprintf(path, sizeof(path), "%s/vmpage-spill.XXXXXX", dir) >=
+	    (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	(void)unlink(path);
+	return fd;
 }
 
 /* The kernel maps a 2 MiB folio (a file's large page-cache folio, shmem's

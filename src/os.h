@@ -20,6 +20,10 @@ extern size_t os_page_size;
 int os_init(void);
 int os_memfd_create(const char *name);
 int os_resize(int fd, uint64_t size);
+/* A new file in directory @dir that no name reaches (O_TMPFILE, else
+ * created and unlinked at once), read-write, close-on-exec: an fd or
+ * -errno.  Not for the fault handler. */
+int os_tmpfile(const char *dir);
 /* Reserve @len bytes showing @fd from @off with @prot, MAP_SHARED, not
  * inherited by fork(), at an address congruent to @congruent modulo 2 MiB
  * when @len holds 2 MiB (so that huge pages can be mapped whole).  Returns

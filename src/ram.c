@@ -16,6 +16,7 @@
  * fault per pass.
  */
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,17 @@ void page_wait(vmp_ram *ram, struct vmp_page *page)
 		pthread_cond_wait(page_cond(ram, page), &ram->lock);
 	page->waiters--;
 	/* the loader gave up on it and left the freeing to the last waiter */
+	if (page->state == PAGE_GONE && page->waiters == 0)
+		page_free(ram, page);
+}
+
+void page_wait_moving(vmp_ram *ram, struct vmp_page *page)
+{
+	page->waiters++;
+	while (page->flags & PAGE_MOVING)
+		pthread_cond_wait(page_cond(ram, page), &ram->lock);
+	page->waiters--;
+	/* dropped meanwhile (a discard), the freeing left to the last waiter */
 	if (page->state == PAGE_GONE && page->waiters == 0)
 		page_free(ram, page);
 }
@@ -306,12 +318,12 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 			break;
 		/* Left: dirty pages, and pages other threads are loading,
 		 * which become clean (or dirty) once loaded.  Only dirty ones
-		 * may make a fault fail. */
-		if (!may_wait || !ram->loading_bytes) {
+		 * that may not leave memory make a fault fail. */
+		if (!may_wait || (!ram->loading_bytes && !evict_possible(ram))) {
 			*what = VMP_FAULT_MEMLIMIT;
 			return -ENOMEM;
 		}
-		return -EAGAIN; /* ram_wait_room(), then look again */
+		return -EAGAIN; /* evict_make_room(), then look again */
 	}
 	if (over_kvma(kvmas)) {
 		reclaim_kvmas(ram, kvmas);
@@ -330,15 +342,6 @@ void ram_uncharge(vmp_ram *ram, uint64_t bytes)
 {
 	vmp_assert(ram->used_bytes >= bytes);
 	ram->used_bytes -= bytes;
-}
-
-void ram_wait_room(vmp_ram *ram)
-{
-	if (!ram->loading_bytes)
-		return;
-	ram->room_waiters++;
-	pthread_cond_wait(&ram->room_cond, &ram->lock);
-	ram->room_waiters--;
 }
 
 void ram_loading_done(vmp_ram *ram, uint64_t bytes)
@@ -553,7 +556,10 @@ VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
 	return 0;
 }
 
-VMP_EXPORT int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st)
+/* vmp_ram_stats@@VMPAGE_0.3: struct vmp_stats as of 0.3. */
+__attribute__((symver("vmp_ram_stats@@VMPAGE_0.3")))
+VMP_EXPORT int vmp_ram_stats_0_3(vmp_ram *ram, struct vmp_stats *st);
+VMP_EXPORT int vmp_ram_stats_0_3(vmp_ram *ram, struct vmp_stats *st)
 {
 	struct vmp_fileh *fh;
 	struct api_state saved;
@@ -570,8 +576,27 @@ VMP_EXPORT int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st)
 	st->dirty_bytes = ram->dirty_bytes;
 	st->metadata_bytes = ram->pool_bytes;
 	st->buffer_bytes = bounce_total();
+	st->spilled_bytes = ram->spilled_bytes;
 	list_for_each_entry(fh, &ram->filehs, ram_link)
 		st->metadata_bytes += pagemap_bytes(&fh->pagemap);
 	ram_unlock_api(ram, &saved);
 	return 0;
+}
+
+/* vmp_ram_stats@VMPAGE_0.1: programs built before 0.3 pass a smaller
+ * struct (0.2's ended with buffer_bytes, but its vmp_ram_stats kept this
+ * version): fill what both older layouts have. */
+__attribute__((symver("vmp_ram_stats@VMPAGE_0.1")))
+VMP_EXPORT int vmp_ram_stats_0_1(vmp_ram *ram, struct vmp_stats *st);
+VMP_EXPORT int vmp_ram_stats_0_1(vmp_ram *ram, struct vmp_stats *st)
+{
+	struct vmp_stats all;
+	int ret;
+
+	if (!st)
+		return -EINVAL;
+	ret = vmp_ram_stats_0_3(ram, &all);
+	if (!ret)
+		memcpy(st, &all, offsetof(struct vmp_stats, buffer_bytes));
+	return ret;
 }

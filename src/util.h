@@ -101,6 +101,12 @@ static inline void list_move(struct vmp_list *n, struct vmp_list *head)
 	list_add(n, head);
 }
 
+static inline void list_move_tail(struct vmp_list *n, struct vmp_list *head)
+{
+	list_del(n);
+	list_add_tail(n, head);
+}
+
 #define list_entry(ptr, type, member) container_of(ptr, type, member)
 
 #define list_for_each_entry(pos, head, member)                                 \

@@ -154,6 +154,8 @@ enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p)
 		return overlay ? CLASS_BASE : CLASS_NONE;
 	if (p->state == PAGE_LOADED)
 		return (p->flags & PAGE_INACTIVE) ? CLASS_NONE : CLASS_R;
+	if (p->flags & PAGE_SPILLED)
+		return CLASS_NONE; /* not in memory (never overlay) */
 	if ((v->prot & PROT_WRITE) && !(p->flags & PAGE_WP))
 		return CLASS_RW;
 	return CLASS_R;

@@ -360,8 +360,10 @@ static void test_fileh_open_bad_args(void **state)
 	struct mock *m = mock_new(os_page(), 4, 0);
 	vmp_ram *ram;
 	vmp_fileh *fh = SENTINEL;
-	const unsigned bad_flags[] = { 1u << 2, 1u << 7, 1u << 31, ~0u,
-				       VMP_OVERLAY | (1u << 3) };
+	const unsigned bad_flags[] = { 1u << 4, 1u << 7, 1u << 31, ~0u,
+				       VMP_OVERLAY | VMP_WRITEBACK,
+				       VMP_OVERLAY | VMP_SPILL,
+				       VMP_SPILL | VMP_WRITEBACK };
 
 	(void)state;
 	assert_ok(vmp_ram_new(&ram, 0));

@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * evict.c: making room from dirty pages, for the handles that allow it.
+ * VMP_SPILL writes them to the handle's spill file and keeps them dirty
+ * (spilled: PAGE_SPILLED, on fh->spilled, shown PROT_NONE, not charged);
+ * VMP_WRITEBACK stores them with storeblk and drops them, clean.
+ *
+ * When.  ram_charge() reclaims clean pages first.  When only dirty pages
+ * are left and some may leave, it answers -EAGAIN, and the fault, once it
+ * has let go of its vma pin, evicts a batch here (evict_make_room) and
+ * faults again.  Only a fault outside store callbacks does (level 0), as
+ * for waiting for room: a nested one could be serving the very writeout
+ * that pins the pages.
+ *
+ * Which.  The oldest dirty pages of one handle: fh->dirty keeps pages in
+ * the order they became dirty, and a page read back from the spill file
+ * goes to its end.  Writes to a dirty page are invisible to us, so this is
+ * least recently dirtied, not least recently used; a page written all the
+ * time is spilled and read back once per pass through the change set.
+ * Handles take turns (ram->filehs is rotated).
+ *
+ * How.  As a writeout does (fileh.c): the batch is write-protected
+ * (PAGE_WP) and pinned (fh->evicting: writeouts, discards and other
+ * evictions of the handle wait), its bytes go out with the lock dropped,
+ * and only pages still write-protected afterwards leave: a page written
+ * meanwhile stays in memory, dirty, with its new bytes.  A failure leaves
+ * every page where it was (dirty, in memory) and fails the fault with
+ * VMP_FAULT_EVICT.
+ *
+ * Reading back.  A fault on a spilled page charges a page, marks it
+ * PAGE_MOVING (faults on it wait, writeouts and discards wait for
+ * fh->nmoving to drop to 0), copies its bytes from the spill file into
+ * the memfd with the lock dropped, and maps it dirty.  Its copy in the
+ * spill file is punched, so a full disk still takes the page that must
+ * leave in its stead; but not during a writeout, which may be reading it:
+ * such a stale copy goes when the handle has no spilled page left (the
+ * file is truncated), or is overwritten by the page's next spill.
+ *
+ * Signal context, like fault.c: no malloc, no stdio.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "fault.h"
+
+#define EVICT_BATCH 64
+
+static bool may_evict(const struct vmp_fileh *fh)
+{
+	return (fh->flags & (VMP_SPILL | VMP_WRITEBACK)) &&
+	       fh->ndirty > fh->nspilled;
+}
+
+bool evict_possible(const vmp_ram *ram)
+{
+	const struct vmp_fileh *fh;
+
+	list_for_each_entry(fh, &ram->filehs, ram_link)
+		if (may_evict(fh))
+			return true;
+	return false;
+}
+
+/* A handle with dirty pages in memory that may leave now, its turn
+ * passed on; NULL if those there are pinned. */
+static struct vmp_fileh *pick_handle(vmp_ram *ram)
+{
+	struct vmp_fileh *fh;
+
+	list_for_each_entry(fh, &ram->filehs, ram_link) {
+		if (may_evict(fh) && !fh->writeout_busy && !fh->evicting) {
+			list_move_tail(&fh->ram_link, &ram->filehs);
+			return fh;
+		}
+	}
+	return NULL;
+}
+
+/* The oldest dirty pages of @fh, up to @bytes (one page at least) and
+ * EVICT_BATCH pages, sorted by index. */
+static size_t take_oldest(struct vmp_fileh *fh, uint64_t bytes,
+			  struct vmp_page **pages)
+{
+	struct vmp_page *p;
+	uint64_t taken = 0;
+	size_t n = 0;
+
+	list_for_each_entry(p, &fh->dirty, link) {
+		if (n == EVICT_BATCH || (n && taken >= bytes))
+			break;
+		pages[n++] = p;
+		taken += fh_pagesize(fh);
+	}
+	qsort(pages, n, sizeof(*pages), page_cmp_index);
+	return n;
+}
+
+/* Copy pages[0..n) (sorted) from the memfd to the spill file, a run of
+ * neighbours at a time, through one buffer.  No lock held. */
+static int spill_write(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+{
+	size_t ps = fh_pagesize(fh), i, len, got = 0;
+	void *buf = bounce_get(n * ps, &got);
+	int ret = buf ? 0 : -ENOMEM;
+
+	for (i = 0; i < n && !ret; i += len) {
+		uint64_t off = pages[i]->index << fh->pageshift;
+		for (len = 1; i + len < n &&
+			      pages[i + len]->index == pages[i]->index + len; len++)
+			;
+		ret = os_pread_zerofill(fh->memfd, buf, len * ps, off);
+		if (!ret)
+			ret = os_pwrite_full(fh->spill_fd, buf, len * ps, off);
+	}
+	if (buf && !bounce_put(buf, got))
+		bounce_free(buf, got);
+	return ret;
+}
+
+/* Spilled: pages[0..n) (sorted, in memory, not written since they were
+ * copied) leave memory.  ram->lock held. */
+static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+{
+	vmp_ram *ram = fh->ram;
+	size_t ps = fh_pagesize(fh), i, j, len;
+	int ret;
+
+	for (i = 0; i < n; i += len) {
+		struct vmp_page to = { .state = PAGE_DIRTY, .flags = PAGE_SPILLED };
+		len = same_state_run(pages, i, n);
+		if ((ret = fh_remap_run(fh, pages[i]->index, len, pages[i], &to)))
+			return ret; /* the rest stays in memory, dirty */
+		(void)os_punch(fh->memfd, pages[i]->index << fh->pageshift,
+			       len * ps);
+		for (j = i; j < i + len; j++) {
+			struct vmp_page *p = pages[j];
+			p->flags = PAGE_SPILLED;
+			list_move_tail(&p->link, &fh->spilled);
+			fh->nspilled++;
+			ram->dirty_bytes -= ps;
+			ram->spilled_bytes += ps;
+			ram_uncharge(ram, ps);
+		}
+		ram->stats.spill_writes += len;
+	}
+	return 0;
+}
+
+int evict_make_room(vmp_ram *ram, struct vmp_fault_error *fe)
+{
+	struct vmp_page *pages[EVICT_BATCH];
+	struct vmp_fileh *fh = pick_handle(ram);
+	uint64_t batch = ram->limit_bytes / 32;
+	size_t n, i, k = 0;
+	int ret;
+
+	if (!fh) {
+		/* pinned by a writeout or another eviction, or being loaded:
+		 * each of them wakes us when it ends */
+		if (ram->loading_bytes || evict_possible(ram)) {
+			ram->room_waiters++;
+			pthread_cond_wait(&ram->room_cond, &ram->lock);
+			ram->room_waiters--;
+		}
+		return 0;
+	}
+	n = take_oldest(fh, batch, pages);
+	if ((ret = write_protect(fh, pages, n)))
+		return fail(fe, VMP_FAULT_MAPLIMIT, ret);
+	fh->evicting = true;
+	fault_unlock(ram);
+	if (fh->flags & VMP_SPILL)
+		ret = spill_write(fh, pages, n);
+	else
+		ret = store_pages(fh, pages, NULL, n);
+	fault_lock(ram);
+	fh->evicting = false;
+	pthread_cond_broadcast(&ram->writeout_cond);
+	if (ram->room_waiters)
+		pthread_cond_broadcast(&ram->room_cond);
+	if (ret)
+		return fail(fe, VMP_FAULT_EVICT, ret);
+	/* only pages not written since leave */
+	for (i = 0; i < n; i++)
+		if (pages[i]->flags & PAGE_WP)
+			pages[k++] = pages[i];
+	if (fh->flags & VMP_SPILL) {
+		ret = spill_finish(fh, pages, k);
+	} else {
+		ram->stats.writeback_pages += k;
+		ret = fh_drop_pages(fh, pages, k); /* clean now, and cold */
+	}
+	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 0;
+}
+
+/* --- reading a spilled page back --- */
+
+int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
+		  struct vmp_fault_error *fe)
+{
+	struct vmp_fileh *fh = v->fh;
+	vmp_ram *ram = fh->ram;
+	size_t ps = fh_pagesize(fh), got = 0;
+	uint64_t off = p->index << fh->pageshift;
+	struct vmp_page to = *p;
+	void *buf;
+	long cost;
+	int ret;
+
+	if (p->flags & PAGE_MOVING) {
+		page_wait_moving(ram, p);
+		return 1;
+	}
+	to.flags &= (uint8_t)~PAGE_SPILLED;
+	cost = fh_remap_cost(fh, p->index, 1, p, &to);
+	ret = ram_charge(ram, ps, cost, vmp_tls.level == 0, &fe->what);
+	if (ret == -EAGAIN) {
+		vmp_tls.room_wait = ram;
+		return 1;
+	}
+	if (ret)
+		return fail(fe, fe->what, ret);
+	p->flags |= PAGE_MOVING;
+	fh->nmoving++;
+	fault_unlock(ram);
+	buf = bounce_get(ps, &got);
+	ret = buf ? os_pread_zerofill(fh->spill_fd, buf, ps, off) : -ENOMEM;
+	if (!ret)
+		ret = os_pwrite_full(fh->memfd, buf, ps, off);
+	if (buf && !bounce_put(buf, got))
+		bounce_free(buf, got);
+	fault_lock(ram);
+	p->flags &= (uint8_t)~PAGE_MOVING;
+	if (--fh->nmoving == 0)
+		pthread_cond_broadcast(&ram->writeout_cond);
+	page_wake(ram, p);
+	/* the write-protection of a writeout in progress stays (to.flags) */
+	if (ret) {
+		(void)fail(fe, VMP_FAULT_EVICT, ret);
+	} else if ((ret = fh_remap_run(fh, p->index, 1, p, &to))) {
+		(void)fail(fe, VMP_FAULT_MAPLIMIT, ret);
+	}
+	if (ret) {
+		(void)os_punch(fh->memfd, off, ps);
+		ram_uncharge(ram, ps);
+		return ret;
+	}
+	/* its copy in the file is stale now, unless a writeout in progress
+	 * reads it (the file is trimmed once nothing is spilled) */
+	if (!fh->writeout_busy)
+		(void)os_punch(fh->spill_fd, off, ps);
+	p->flags = to.flags;
+	p->mapper = thread_tag();
+	list_move_tail(&p->link, &fh->dirty);
+	fh->nspilled--;
+	ram->spilled_bytes -= ps;
+	ram->dirty_bytes += ps;
+	ram->stats.spill_reads++;
+	return 1;
+}
