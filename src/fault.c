@@ -362,7 +362,7 @@ static int serve(struct vmp_vma *v, uint64_t idx, unsigned acc, bool zero,
 	case PAGE_LOADED:
 		if (p->flags & PAGE_INACTIVE)
 			return reactivate(p, fe);
-		/* fall through */
+		__attribute__((fallthrough)); /* a write, or a stale read */
 	case PAGE_DIRTY:
 		if (p->flags & PAGE_SPILLED)
 			return evict_unspill(v, p, fe);

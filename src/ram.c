@@ -556,8 +556,9 @@ VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
 	return 0;
 }
 
-/* vmp_ram_stats@@VMPAGE_0.3: struct vmp_stats as of 0.3. */
-__attribute__((symver("vmp_ram_stats@@VMPAGE_0.3")))
+/* vmp_ram_stats@@VMPAGE_0.3: struct vmp_stats as of 0.3.  (.symver, not
+ * the attribute: clang 14 lacks it.) */
+__asm__(".symver vmp_ram_stats_0_3, vmp_ram_stats@@VMPAGE_0.3");
 VMP_EXPORT int vmp_ram_stats_0_3(vmp_ram *ram, struct vmp_stats *st);
 VMP_EXPORT int vmp_ram_stats_0_3(vmp_ram *ram, struct vmp_stats *st)
 {
@@ -586,7 +587,7 @@ VMP_EXPORT int vmp_ram_stats_0_3(vmp_ram *ram, struct vmp_stats *st)
 /* vmp_ram_stats@VMPAGE_0.1: programs built before 0.3 pass a smaller
  * struct (0.2's ended with buffer_bytes, but its vmp_ram_stats kept this
  * version): fill what both older layouts have. */
-__attribute__((symver("vmp_ram_stats@VMPAGE_0.1")))
+__asm__(".symver vmp_ram_stats_0_1, vmp_ram_stats@VMPAGE_0.1");
 VMP_EXPORT int vmp_ram_stats_0_1(vmp_ram *ram, struct vmp_stats *st);
 VMP_EXPORT int vmp_ram_stats_0_1(vmp_ram *ram, struct vmp_stats *st)
 {

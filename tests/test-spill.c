@@ -43,7 +43,9 @@ static void env_open(struct env *e, unsigned flags, uint64_t npages)
 	memset(e, 0, sizeof(*e));
 	vmp_fault_handler_install();
 	e->ps = os_page();
-	e->m = mock_new(e->ps, npages, 0);
+	/* with VMP_WRITEBACK storeblk runs in the fault handler: the file
+	 * mock's does not allocate */
+	e->m = mock_new(e->ps, npages, (flags & VMP_WRITEBACK) ? MOCK_FILE : 0);
 	assert_ok(vmp_ram_new(&e->ram, LIMIT_PAGES * e->ps));
 	e->fh = open_fh(e->ram, e->m, flags);
 	e->addr = map_pages(e->fh, 0, npages, PROT_READ | PROT_WRITE);
