@@ -77,7 +77,9 @@
  * Store callbacks (vmp_store_ops) run in the thread that needs them:
  * loadblk and loadblks inside the fault handler of the thread that touched
  * the page (or inside vmp_prefault), storeblk and the writeout hooks inside
- * vmp_writeout.  There:
+ * vmp_writeout, and for VMP_WRITEBACK handles also inside the fault handler
+ * of a thread that needs room (it may have touched another handle's page):
+ * the rules for loadblk below then hold for them too.  There:
  * - Context: no library lock is held; the callback may block, allocate, do
  *   I/O, call the library on other handles and touch mappings (other pages
  *   of its own handle too, see loadblk).  It runs with the signal mask of
@@ -166,7 +168,8 @@ typedef struct vmp_store_ops {
 	/**
 	 * Store block @p blk from @p buf (blksize bytes).  Returns 0 or a
 	 * negative errno.  NULL: the store is read-only (writeout with
-	 * VMP_WRITEOUT_STORE fails with -EROFS).  Called from vmp_writeout().
+	 * VMP_WRITEOUT_STORE fails with -EROFS).  Called from vmp_writeout(),
+	 * and for VMP_WRITEBACK handles from faults that need room.
 	 * It and the writeout hooks must not call vmp_writeout or vmp_discard
 	 * on the same handle (they would wait for the writeout in progress).
 	 */
