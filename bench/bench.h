@@ -196,6 +196,8 @@ struct job {
 	int threads;            /* 0: in the main thread */
 	bool spin;              /* loadblk computes ~20 us per block */
 	bool overlay;           /* VMP_OVERLAY */
+	unsigned evict;         /* change sets: VMP_SPILL or VMP_WRITEBACK,
+				   under a limit of a quarter of the set */
 	int faults;             /* library rows: VMP_FAULTS_SIGSEGV or _UFFD
 				   (0: SIGSEGV) */
 	int reps;               /* at most this many repetitions, 0: opt.reps */

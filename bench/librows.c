@@ -452,14 +452,16 @@ static void cs_check_discarded(int fd, struct cs_pass *c, struct rep *r)
 			 (unsigned long long)c->sum, (unsigned long long)want);
 }
 
-/* The four steps on an open mapping; @fd >= 0 for the overlay's file. */
+/* The four steps on an open mapping; @fd >= 0 for the overlay's file.
+ * With VMP_WRITEBACK pages leave the change set under pressure: they are
+ * not all dirty after the first writes, but each is stored once. */
 static void cs_steps(struct libmap *m, struct gen *g, int fd, struct cs_pass *c,
-		     struct rep *r)
+		     bool writeback, struct rep *r)
 {
 	/* 1. first-touch writes: load + write fault per page */
 	c->flip = true;
 	if (!cs_timed(cs_write, c, &r->val[0], r, "first write") ||
-	    !cs_dirty_is(m->fh, c->n, r, "first writes"))
+	    (!writeback && !cs_dirty_is(m->fh, c->n, r, "first writes")))
 		return;
 	r->meta_bpp = lib_meta_bpp(m);
 	/* 2. commit */
@@ -470,7 +472,7 @@ static void cs_steps(struct libmap *m, struct gen *g, int fd, struct cs_pass *c,
 	/* 3. write again on clean, mapped pages: one write fault each */
 	c->flip = false;
 	if (!cs_timed(cs_write, c, &r->val[2], r, "re-dirty") ||
-	    !cs_dirty_is(m->fh, c->n, r, "re-dirty"))
+	    (!writeback && !cs_dirty_is(m->fh, c->n, r, "re-dirty")))
 		return;
 	/* 4. abort */
 	if (!cs_timed_call(m->fh, false, c, &r->val[3], r) ||
@@ -484,6 +486,8 @@ static void cs_steps(struct libmap *m, struct gen *g, int fd, struct cs_pass *c,
  * first-touch writes in random order, written out (STORE|MARKSTORED),
  * dirtied again, discarded.  Generated store, or with j->overlay a file
  * store on a file of its own (the writeout changes it) opened VMP_OVERLAY.
+ * With j->evict the RAM holds a quarter of the set: VMP_SPILL spills
+ * (to $TMPDIR), VMP_WRITEBACK stores pages under pressure.
  */
 void job_changeset(const struct job *j, struct rep *r)
 {
@@ -514,13 +518,14 @@ void job_changeset(const struct job *j, struct rep *r)
 	} else if (!(st = gen_store_new(&g, r))) {
 		goto out;
 	}
-	if (!lib_open(&m, st, j->ps, 0, j->overlay ? VMP_OVERLAY : 0, j->faults,
+	if (!lib_open(&m, st, j->ps, j->evict ? n * j->ps / 4 : 0,
+		      (j->overlay ? VMP_OVERLAY : 0) | j->evict, j->faults,
 		      n, PROT_READ | PROT_WRITE, r))
 		goto out;
 	c.base = m.addr;
 	c.perm = perm;
 	c.n = n;
-	cs_steps(&m, &g, fd, &c, r);
+	cs_steps(&m, &g, fd, &c, j->evict == VMP_WRITEBACK, r);
 	lib_close(&m, r);
 out:
 	if (fd >= 0)
