@@ -198,6 +198,7 @@ struct job {
 	bool overlay;           /* VMP_OVERLAY */
 	unsigned evict;         /* change sets: VMP_SPILL or VMP_WRITEBACK,
 				   under a limit of a quarter of the set */
+	bool reclaimer;         /* ... with the background reclaimer on */
 	int faults;             /* library rows: VMP_FAULTS_SIGSEGV or _UFFD
 				   (0: SIGSEGV) */
 	int reps;               /* at most this many repetitions, 0: opt.reps */

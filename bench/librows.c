@@ -487,7 +487,8 @@ static void cs_steps(struct libmap *m, struct gen *g, int fd, struct cs_pass *c,
  * dirtied again, discarded.  Generated store, or with j->overlay a file
  * store on a file of its own (the writeout changes it) opened VMP_OVERLAY.
  * With j->evict the RAM holds a quarter of the set: VMP_SPILL spills
- * (to $TMPDIR), VMP_WRITEBACK stores pages under pressure.
+ * (to $TMPDIR), VMP_WRITEBACK stores pages under pressure; j->reclaimer
+ * has the background reclaimer do it ahead of the faults.
  */
 void job_changeset(const struct job *j, struct rep *r)
 {
@@ -522,6 +523,11 @@ void job_changeset(const struct job *j, struct rep *r)
 		      (j->overlay ? VMP_OVERLAY : 0) | j->evict, j->faults,
 		      n, PROT_READ | PROT_WRITE, r))
 		goto out;
+	if (j->reclaimer && (e = vmp_ram_set_reclaimer(m.ram, 1)) < 0) {
+		rep_fail(r, REP_ERROR, "vmp_ram_set_reclaimer: %s", strerror(-e));
+		lib_close(&m, r);
+		goto out;
+	}
 	c.base = m.addr;
 	c.perm = perm;
 	c.n = n;

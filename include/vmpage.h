@@ -305,6 +305,23 @@ int vmp_ram_free(vmp_ram *ram);
  */
 int vmp_ram_reclaim(vmp_ram *ram, size_t bytes);
 
+/**
+ * Start (@p on nonzero) or stop the RAM's background reclaimer: a thread
+ * that, once the RAM holds more than 90% of its limit, drops clean pages
+ * (least recently used first) and spills or writes back dirty pages of
+ * VMP_SPILL and VMP_WRITEBACK handles until it holds 80%, so that faults
+ * rarely have to make room themselves.  Off by default.  The thread blocks
+ * every signal but SIGSEGV and SIGBUS; the storeblk and writeout hooks of
+ * VMP_WRITEBACK handles run in it too.  An error it meets (a full spill
+ * disk, a failing store) is not reported: the fault that then needs the
+ * room meets it.  vmp_ram_free() stops it.
+ * @return 0 (also when already in that state); -EINVAL (NULL, or @p on for
+ *         a RAM without a limit); -EAGAIN (no thread could be made);
+ *         -EBUSY (another thread is stopping it); -EDEADLK (stopping it
+ *         from a store callback it runs); -ECHILD.
+ */
+int vmp_ram_set_reclaimer(vmp_ram *ram, int on);
+
 /** Read the RAM's figures into @p st.  @return 0, -EINVAL, -ECHILD. */
 int vmp_ram_stats(vmp_ram *ram, struct vmp_stats *st);
 

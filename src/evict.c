@@ -146,25 +146,19 @@ static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 	return 0;
 }
 
-int evict_make_room(vmp_ram *ram, struct vmp_fault_error *fe)
+/* Evict a batch of up to @bytes (a page at least) from the handle whose
+ * turn it is.  1 done, 0 none may leave now (pinned, or none), or -errno
+ * in @fe.  ram->lock held (the fault path's), dropped meanwhile. */
+static int evict_batch(vmp_ram *ram, uint64_t bytes, struct vmp_fault_error *fe)
 {
 	struct vmp_page *pages[EVICT_BATCH];
 	struct vmp_fileh *fh = pick_handle(ram);
-	uint64_t batch = ram->limit_bytes / 32;
 	size_t n, i, k = 0;
 	int ret;
 
-	if (!fh) {
-		/* pinned by a writeout or another eviction, or being loaded:
-		 * each of them wakes us when it ends */
-		if (ram->loading_bytes || evict_possible(ram)) {
-			ram->room_waiters++;
-			pthread_cond_wait(&ram->room_cond, &ram->lock);
-			ram->room_waiters--;
-		}
+	if (!fh)
 		return 0;
-	}
-	n = take_oldest(fh, batch, pages);
+	n = take_oldest(fh, bytes, pages);
 	if ((ret = write_protect(fh, pages, n)))
 		return fail(fe, VMP_FAULT_MAPLIMIT, ret);
 	fh->evicting = true;
@@ -190,7 +184,30 @@ int evict_make_room(vmp_ram *ram, struct vmp_fault_error *fe)
 		ram->stats.writeback_pages += k;
 		ret = fh_drop_pages(fh, pages, k); /* clean now, and cold */
 	}
-	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 0;
+	return ret ? fail(fe, VMP_FAULT_MAPLIMIT, ret) : 1;
+}
+
+int evict_make_room(vmp_ram *ram, struct vmp_fault_error *fe)
+{
+	int ret = evict_batch(ram, ram->limit_bytes / 32, fe);
+
+	if (ret)
+		return ret < 0 ? ret : 0;
+	/* pinned by a writeout or another eviction, or being loaded: each of
+	 * them wakes us when it ends */
+	if (ram->loading_bytes || evict_possible(ram)) {
+		ram->room_waiters++;
+		pthread_cond_wait(&ram->room_cond, &ram->lock);
+		ram->room_waiters--;
+	}
+	return 0;
+}
+
+int evict_ahead(vmp_ram *ram, uint64_t bytes)
+{
+	struct vmp_fault_error fe;
+
+	return evict_batch(ram, bytes, &fe);
 }
 
 /* --- reading a spilled page back --- */

@@ -146,6 +146,13 @@ struct vmp_ram {
 	void *pool_chunks;          /* chunk list, see page_alloc() */
 	uint64_t pool_bytes;
 	unsigned fork_gen;          /* const: vmp_fork_gen at creation */
+	/* The background reclaimer (reclaimer.c). */
+	pthread_cond_t reclaim_cond; /* wakes it: over 90%, or stop */
+	pthread_t reclaimer;
+	bool reclaimer_on;           /* the thread exists */
+	bool reclaimer_stop;         /* it is asked to end */
+	bool reclaimer_resting;      /* its last round freed nothing: charges
+					need not wake it */
 };
 
 /*
@@ -287,6 +294,9 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 void ram_uncharge(vmp_ram *ram, uint64_t bytes);
 /* @bytes of LOADING pages became LOADED, DIRTY or were dropped. */
 void ram_loading_done(vmp_ram *ram, uint64_t bytes);
+/* Drop clean pages, least recently used first, until @bytes are freed or
+ * none is left; returns the bytes freed. */
+uint64_t ram_reclaim_bytes(vmp_ram *ram, uint64_t bytes);
 /* The LRU: a new clean page, one leaving it, one touched again. */
 void lru_add(vmp_ram *ram, struct vmp_page *p);
 void lru_remove(vmp_ram *ram, struct vmp_page *p);
@@ -300,6 +310,16 @@ void page_wake(vmp_ram *ram, struct vmp_page *page);
 
 /* Is there a handle whose dirty pages may leave memory (evict.c)? */
 bool evict_possible(const vmp_ram *ram);
+/* Spill or write back up to @bytes of dirty pages ahead of need: 1 done, 0
+ * none may leave now, -errno.  ram->lock held, dropped meanwhile. */
+int evict_ahead(vmp_ram *ram, uint64_t bytes);
+
+/* --- reclaimer.c ------------------------------------------------------- */
+/* Wake the background reclaimer if @ram is over its high watermark. */
+void reclaimer_poke(vmp_ram *ram);
+/* Stop it and wait for it to end (no lock held): 0, or -EDEADLK called
+ * from the reclaimer itself. */
+int reclaimer_stop(vmp_ram *ram);
 
 /* --- vma.c -------------------------------------------------------------- */
 enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p);

@@ -262,7 +262,7 @@ static bool over_kvma(long want)
  * none is left (those then get no probation: the RAM is short of memory
  * and the active list is all we have).  Then top up the inactive list.
  */
-static uint64_t reclaim_bytes(vmp_ram *ram, uint64_t bytes)
+uint64_t ram_reclaim_bytes(vmp_ram *ram, uint64_t bytes)
 {
 	uint64_t freed = 0;
 
@@ -313,7 +313,7 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 		uint64_t need = ram->used_bytes + bytes - limit;
 		/* reclaim in batches: a 32th of the limit at least */
 		uint64_t batch = limit / 32;
-		reclaim_bytes(ram, need > batch ? need : batch);
+		ram_reclaim_bytes(ram, need > batch ? need : batch);
 		if (!over_limit(ram, bytes))
 			break;
 		/* Left: dirty pages, and pages other threads are loading,
@@ -335,6 +335,8 @@ int ram_charge(vmp_ram *ram, uint64_t bytes, long kvmas, bool may_wait,
 	ram->used_bytes += bytes;
 	if (ram->used_bytes > ram->stats.peak_resident_bytes)
 		ram->stats.peak_resident_bytes = ram->used_bytes;
+	if (ram->reclaimer_on)
+		reclaimer_poke(ram);
 	return 0;
 }
 
@@ -475,6 +477,7 @@ VMP_EXPORT int vmp_ram_new(vmp_ram **ramp, size_t limit_bytes)
 	pthread_cond_init(&ram->unmap_cond, NULL);
 	pthread_cond_init(&ram->writeout_cond, NULL);
 	pthread_cond_init(&ram->room_cond, NULL);
+	pthread_cond_init(&ram->reclaim_cond, NULL);
 	ram->limit_bytes = limit;
 	list_init(&ram->active);
 	list_init(&ram->inactive);
@@ -500,12 +503,14 @@ VMP_EXPORT int vmp_ram_free(vmp_ram *ram)
 	ram_unlock_api(ram, &saved);
 	if (ret)
 		return ret;
+	(void)reclaimer_stop(ram); /* (not from its callbacks: handles are open) */
 	pool_destroy(ram);
 	for (i = 0; i < RAM_NWAIT; i++)
 		pthread_cond_destroy(&ram->page_cond[i]);
 	pthread_cond_destroy(&ram->unmap_cond);
 	pthread_cond_destroy(&ram->writeout_cond);
 	pthread_cond_destroy(&ram->room_cond);
+	pthread_cond_destroy(&ram->reclaim_cond);
 	pthread_mutex_destroy(&ram->lock);
 	free(ram);
 	return 0;
@@ -551,7 +556,7 @@ VMP_EXPORT int vmp_ram_reclaim(vmp_ram *ram, size_t bytes)
 	if ((ret = check_fork(ram->fork_gen)))
 		return ret;
 	ram_lock_api(ram, &saved);
-	reclaim_bytes(ram, bytes);
+	ram_reclaim_bytes(ram, bytes);
 	ram_unlock_api(ram, &saved);
 	return 0;
 }

@@ -571,7 +571,7 @@ static uint32_t shown_version(struct env *e, uint64_t pg, uint32_t committed,
 	return 0;
 }
 
-static void run_model(unsigned flags, uint64_t seed)
+static void run_model(unsigned flags, uint64_t seed, bool reclaimer)
 {
 	struct env e;
 	struct rng r;
@@ -580,6 +580,8 @@ static void run_model(unsigned flags, uint64_t seed)
 	uint64_t ndirty = 0;
 
 	env_open(&e, flags, MODEL_PAGES);
+	if (reclaimer)
+		assert_ok(vmp_ram_set_reclaimer(e.ram, 1));
 	rng_seed(&r, seed);
 	memset(store, 0, sizeof(store));
 	memset(dirty, 0, sizeof(dirty));
@@ -662,7 +664,7 @@ static void test_model_spill(void **state)
 
 	(void)state;
 	print_message("seed %llu (VMPAGE_SEED replays)\n", (unsigned long long)seed);
-	run_model(VMP_SPILL, seed);
+	run_model(VMP_SPILL, seed, false);
 }
 FD_CHECKED(test_model_spill)
 
@@ -672,9 +674,93 @@ static void test_model_writeback(void **state)
 
 	(void)state;
 	print_message("seed %llu (VMPAGE_SEED replays)\n", (unsigned long long)seed);
-	run_model(VMP_WRITEBACK, seed);
+	run_model(VMP_WRITEBACK, seed, false);
 }
 FD_CHECKED(test_model_writeback)
+
+/* The same, with the background reclaimer making room meanwhile. */
+static void test_model_reclaimer(void **state)
+{
+	uint64_t seed = test_seed(1517);
+
+	(void)state;
+	print_message("seed %llu (VMPAGE_SEED replays)\n", (unsigned long long)seed);
+	run_model(VMP_SPILL, seed, true);
+	run_model(VMP_WRITEBACK, seed + 1, true);
+}
+FD_CHECKED(test_model_reclaimer)
+
+/* --- the background reclaimer -------------------------------------------- */
+
+static int count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Wait up to 5 s for the RAM to hold at most @bytes. */
+static bool resident_drops_to(vmp_ram *ram, uint64_t bytes)
+{
+	for (int i = 0; i < 500; i++) {
+		if (ram_stats(ram).resident_bytes <= bytes)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Over 90% of the limit, the reclaimer frees down to 80%: clean pages of
+ * any handle, dirty ones of a spill handle (which stay dirty). */
+static void test_reclaimer(void **state)
+{
+	struct env e;
+	int threads = count_threads();
+	uint64_t pg, n = LIMIT_PAGES - 1; /* 94% */
+
+	(void)state;
+	env_open(&e, VMP_SPILL, SET_PAGES);
+	assert_ok(vmp_ram_set_reclaimer(e.ram, 1));
+	assert_ok(vmp_ram_set_reclaimer(e.ram, 1)); /* already on */
+	assert_int_equal(count_threads(), threads + 1);
+	for (pg = 0; pg < n; pg++)
+		write_page(&e, pg, 9);
+	assert_true(resident_drops_to(e.ram, LIMIT_PAGES * e.ps * 8 / 10));
+	assert_true(ram_stats(e.ram).spilled_bytes > 0);
+	assert_u64(dirty_count(e.fh), n);
+	for (pg = 0; pg < n; pg++)
+		check_page(&e, pg, 9);
+	assert_ok(vmp_discard(e.fh));
+	for (pg = 0; pg < n; pg++) /* clean pages now */
+		check_page(&e, pg, 0);
+	assert_true(resident_drops_to(e.ram, LIMIT_PAGES * e.ps * 8 / 10));
+	assert_ok(vmp_ram_set_reclaimer(e.ram, 0));
+	assert_ok(vmp_ram_set_reclaimer(e.ram, 0)); /* already off */
+	assert_int_equal(count_threads(), threads);
+	/* vmp_ram_free stops it too */
+	assert_ok(vmp_ram_set_reclaimer(e.ram, 1));
+	env_close(&e);
+	assert_int_equal(count_threads(), threads);
+}
+FD_CHECKED(test_reclaimer)
+
+static void test_reclaimer_args(void **state)
+{
+	vmp_ram *ram;
+
+	(void)state;
+	assert_rc(vmp_ram_set_reclaimer(NULL, 1), -EINVAL);
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_rc(vmp_ram_set_reclaimer(ram, 1), -EINVAL); /* no limit */
+	assert_ok(vmp_ram_set_reclaimer(ram, 0));
+	assert_ok(vmp_ram_free(ram));
+}
 
 /* --- the stats ABI -------------------------------------------------------- */
 
@@ -718,6 +804,9 @@ int main(void)
 		FD_TEST(test_plain_handle_still_fails),
 		FD_TEST(test_model_spill),
 		FD_TEST(test_model_writeback),
+		FD_TEST(test_model_reclaimer),
+		FD_TEST(test_reclaimer),
+		cmocka_unit_test(test_reclaimer_args),
 		cmocka_unit_test(test_stats_old_version),
 	};
 
