@@ -128,11 +128,17 @@ static void test_spill_commit(void **state)
 	struct vmp_stats st;
 	uint64_t pg;
 
+	uint64_t shmem0 = rss_shmem();
+
 	(void)state;
 	env_open(&e, VMP_SPILL, SET_PAGES);
 	for (pg = 0; pg < SET_PAGES; pg++)
 		write_page(&e, pg, 1);
 	assert_u64(dirty_count(e.fh), SET_PAGES);
+	/* the kernel's view too: the memfd pages mapped stay under the limit
+	 * (slack: other tests' leftovers, counted in whole kB) */
+	assert_u64_le(rss_shmem(), shmem0 + LIMIT_PAGES * e.ps + 64 * KiB);
+	assert_u64_le(memfd_allocated_bytes(), LIMIT_PAGES * e.ps);
 	st = ram_stats(e.ram);
 	assert_true(st.spilled_bytes >= (SET_PAGES - LIMIT_PAGES) * e.ps);
 	assert_u64(st.spilled_bytes + st.dirty_bytes, SET_PAGES * e.ps);
