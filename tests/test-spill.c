@@ -794,6 +794,93 @@ static void test_stats_old_version(void **state)
 	dlclose(lib);
 }
 
+/* --- races found in review ------------------------------------------------ */
+
+/* Threads read spilled pages back under a limit of one page: a page being
+ * read back (PAGE_MOVING) holds the room, and becomes a dirty page that
+ * may be spilled again, so a fault that needs room meanwhile must wait
+ * for it, as for a load, not fail with VMP_FAULT_MEMLIMIT. */
+#define MOVING_PAGES 8
+#define MOVING_THREADS 3
+
+struct mover {
+	char *addr;
+	size_t ps;
+	unsigned id;
+	int iters;
+	int errs, bad, last_err;
+};
+
+static int read_spilled(void *arg)
+{
+	struct mover *mv = arg;
+
+	for (uint64_t pg = mv->id; pg < MOVING_PAGES; pg += MOVING_THREADS)
+		if (gen_byte(pg, 17, 1) != peek(mv->addr + pg * mv->ps + 17))
+			mv->bad++;
+	return 0;
+}
+
+static void *mover_main(void *arg)
+{
+	struct mover *mv = arg;
+
+	for (int i = 0; i < mv->iters; i++) {
+		int rc = vmp_guard(read_spilled, mv);
+		if (rc) {
+			mv->errs++;
+			mv->last_err = rc;
+		}
+	}
+	return NULL;
+}
+
+static void test_spill_readback_holds_room(void **state)
+{
+	struct mock *m;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *addr;
+	size_t ps = os_page();
+	struct mover mv[MOVING_THREADS];
+	pthread_t t[MOVING_THREADS];
+	int errs = 0, bad = 0;
+
+	(void)state;
+	vmp_fault_handler_install();
+	m = mock_new(ps, MOVING_PAGES, 0);
+	assert_ok(vmp_ram_new(&ram, ps)); /* one page */
+	fh = open_fh(ram, m, VMP_SPILL);
+	addr = map_pages(fh, 0, MOVING_PAGES, PROT_READ | PROT_WRITE);
+	for (uint64_t pg = 0; pg < MOVING_PAGES; pg++) {
+		uint8_t *buf = malloc(ps);
+		gen_fill(buf, ps, pg, 1);
+		memcpy(addr + pg * ps, buf, ps);
+		free(buf);
+	}
+	for (unsigned i = 0; i < MOVING_THREADS; i++) {
+		mv[i] = (struct mover){ addr, ps, i, 3000, 0, 0, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, mover_main, &mv[i]), 0);
+	}
+	for (unsigned i = 0; i < MOVING_THREADS; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		if (mv[i].errs)
+			print_message("thread %u: %d faults failed, last %s\n", i,
+				      mv[i].errs, errname(mv[i].last_err));
+		errs += mv[i].errs;
+		bad += mv[i].bad;
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(errs, 0);
+	assert_u64(dirty_count(fh), MOVING_PAGES);
+	assert_ok(vmp_discard(fh));
+	assert_ok(vmp_munmap(addr));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+FD_CHECKED(test_spill_readback_holds_room)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -814,6 +901,7 @@ int main(void)
 		FD_TEST(test_reclaimer),
 		cmocka_unit_test(test_reclaimer_args),
 		cmocka_unit_test(test_stats_old_version),
+		FD_TEST(test_spill_readback_holds_room),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
