@@ -55,8 +55,10 @@ bool evict_possible(const vmp_ram *ram)
 {
 	const struct vmp_fileh *fh;
 
+	/* a page being read back holds room as a load does: it lands as a
+	 * dirty page that may leave, or gives the room back (room_cond) */
 	list_for_each_entry(fh, &ram->filehs, ram_link)
-		if (may_evict(fh))
+		if (may_evict(fh) || fh->nmoving)
 			return true;
 	return false;
 }
@@ -250,6 +252,8 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	p->flags &= (uint8_t)~PAGE_MOVING;
 	if (--fh->nmoving == 0)
 		pthread_cond_broadcast(&ram->writeout_cond);
+	if (ram->room_waiters)
+		pthread_cond_broadcast(&ram->room_cond);
 	page_wake(ram, p);
 	/* the write-protection of a writeout in progress stays (to.flags) */
 	if (ret) {
