@@ -881,6 +881,53 @@ static void test_spill_readback_holds_room(void **state)
 }
 FD_CHECKED(test_spill_readback_holds_room)
 
+/* README: "pthread_cancel never leaves library state behind: cancellation
+ * is disabled while a library call holds library state".  A cancel pending
+ * when vmp_fileh_open(VMP_SPILL) starts must act after the call, not at
+ * the open(2) of the spill file, which would leave the half-built handle
+ * (and its memory) behind. */
+struct cancel_open {
+	vmp_ram *ram;
+	struct mock *m;
+	vmp_fileh *fh;
+	int go;       /* atomic: the cancel is pending */
+	int returned; /* the call returned */
+	int ret;
+};
+
+static void *cancel_open_main(void *arg)
+{
+	struct cancel_open *c = arg;
+
+	while (!__atomic_load_n(&c->go, __ATOMIC_ACQUIRE))
+		sched_yield(); /* not a cancellation point */
+	c->ret = vmp_fileh_open(&c->fh, c->ram, c->m->store, VMP_SPILL);
+	c->returned = 1;
+	pthread_testcancel();
+	return NULL;
+}
+
+static void test_spill_open_cancel(void **state)
+{
+	struct cancel_open c = { 0 };
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	c.m = mock_new(os_page(), 4, 0);
+	assert_ok(vmp_ram_new(&c.ram, 0));
+	assert_int_equal(pthread_create(&t, NULL, cancel_open_main, &c), 0);
+	assert_int_equal(pthread_cancel(t), 0);
+	__atomic_store_n(&c.go, 1, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_true(res == PTHREAD_CANCELED);
+	assert_int_equal(c.returned, 1); /* cancelled after the call */
+	assert_ok(c.ret);
+	assert_ok(vmp_fileh_close(c.fh));
+	assert_ok(vmp_ram_free(c.ram));
+	mock_free(c.m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -902,6 +949,7 @@ int main(void)
 		cmocka_unit_test(test_reclaimer_args),
 		cmocka_unit_test(test_stats_old_version),
 		FD_TEST(test_spill_readback_holds_room),
+		cmocka_unit_test(test_spill_open_cancel),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
