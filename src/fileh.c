@@ -121,8 +121,13 @@ static bool flags_ok(unsigned flags, const vmp_store_ops *ops)
 static int spill_create_default(void)
 {
 	const char *dir = getenv("TMPDIR");
+	int cancel, fd;
 
-	return os_tmpfile(dir && *dir ? dir : "/tmp");
+	/* open(2) is a cancellation point, and the handle is half built */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	fd = os_tmpfile(dir && *dir ? dir : "/tmp");
+	pthread_setcancelstate(cancel, NULL);
+	return fd;
 }
 
 static int open_base(struct vmp_fileh *fh)
@@ -199,8 +204,12 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	return 0;
 
 out_free:
-	if (fh->spill_fd >= 0)
+	if (fh->spill_fd >= 0) {
+		int cancel; /* close(2) too */
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 		close(fh->spill_fd);
+		pthread_setcancelstate(cancel, NULL);
+	}
 	free(fh);
 	return ret;
 }
