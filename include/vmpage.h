@@ -224,7 +224,8 @@ struct vmp_stats {
 				       cycle of waits (see loadblk) */
 	uint64_t buffer_bytes;    /**< process-wide, not this RAM's: the
 				       buffers loads fill before their bytes
-				       go into page memory (in use, and up to
+				       go into page memory, and evictions
+				       copy through (in use, and up to
 				       16 MiB kept idle for reuse), and per
 				       thread page lists; outside the limit */
 	/* 0.3 */
@@ -407,7 +408,9 @@ enum vmp_fileh_flags {
 	 *  spill file, in page order with the others, inside the same
 	 *  writeout_begin/commit), vmp_discard() drops them and frees their
 	 *  file space, vmp_invalidate() keeps them.  A spill write that fails
-	 *  (ENOSPC, EIO) fails the fault that needed the room
+	 *  (ENOSPC, EIO; EFBIG for a page beyond the largest file of the
+	 *  spill file system: page i lives at offset i * blksize of the
+	 *  sparse file) fails the fault that needed the room
 	 *  (VMP_FAULT_EVICT) and loses nothing: the pages stay in memory.
 	 *  Not with VMP_OVERLAY or VMP_WRITEBACK. */
 	VMP_SPILL = 1u << 2,
@@ -417,7 +420,10 @@ enum vmp_fileh_flags {
 	 *  (sorted by block, bracketed by writeout_begin and writeout_commit
 	 *  as in vmp_writeout) and dropped, clean.  So vmp_discard() drops
 	 *  only the changes not written back yet, and the store may hold
-	 *  part of a change set before vmp_writeout().  A store that fails
+	 *  part of a change set before vmp_writeout(); a page written while
+	 *  it is being written back may reach the store torn (it stays dirty
+	 *  with its new bytes, stored whole next time), as with kernel
+	 *  MAP_SHARED.  A store that fails
 	 *  fails the fault that needed the room (VMP_FAULT_EVICT); its pages
 	 *  stay dirty.  Needs ops->storeblk.  Not with VMP_OVERLAY or
 	 *  VMP_SPILL. */

@@ -43,7 +43,11 @@
 
 #include "fault.h"
 
+/* A batch: a 32nd of the limit (as reclaim of clean pages takes), but at
+ * most 64 pages and 8 MiB (its bytes go through one buffer), and at least
+ * one page. */
 #define EVICT_BATCH 64
+#define EVICT_BATCH_BYTES ((uint64_t)8 << 20)
 
 static bool may_evict(const struct vmp_fileh *fh)
 {
@@ -78,8 +82,8 @@ static struct vmp_fileh *pick_handle(vmp_ram *ram)
 	return NULL;
 }
 
-/* The oldest dirty pages of @fh, up to @bytes (one page at least) and
- * EVICT_BATCH pages, sorted by index. */
+/* The oldest dirty pages of @fh, a batch of up to @bytes, sorted by
+ * index. */
 static size_t take_oldest(struct vmp_fileh *fh, uint64_t bytes,
 			  struct vmp_page **pages)
 {
@@ -87,6 +91,8 @@ static size_t take_oldest(struct vmp_fileh *fh, uint64_t bytes,
 	uint64_t taken = 0;
 	size_t n = 0;
 
+	if (bytes > EVICT_BATCH_BYTES)
+		bytes = EVICT_BATCH_BYTES;
 	list_for_each_entry(p, &fh->dirty, link) {
 		if (n == EVICT_BATCH || (n && taken >= bytes))
 			break;
