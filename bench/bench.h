@@ -207,6 +207,37 @@ struct job {
 void rep_fail(struct rep *r, enum rep_status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* librows.c: the generated store, and a RAM + handle + mapping */
+struct gen {
+	size_t blksize;
+	uint64_t spin;                 /* spin_work steps per load, 0: none */
+	bool sorted;                   /* word g is g (bsearch), else
+					  data_word(g) */
+	_Atomic uint64_t stored_sum;   /* sum of every word storeblk got */
+	_Atomic uint64_t stored_blocks;
+};
+/* A store over @g, or NULL with the error in @r. */
+struct vmp_store;
+struct vmp_store *gen_store_new(struct gen *g, struct rep *r);
+
+struct libmap {
+	struct vmp_ram *ram;
+	struct vmp_fileh *fh;
+	void *addr;
+	size_t ps;
+};
+/* Open a RAM (0 = no limit) with fault mechanism @faults (0: SIGSEGV),
+ * a handle on @st (of blocks of @ps bytes) and a mapping of pages
+ * [0, npages).  @st is given up here: the handle keeps it until it closes.
+ * On failure the error is in @r and nothing is left open.  A userfaultfd
+ * this kernel or process cannot use makes the row "n/a", not a failure. */
+bool lib_open(struct libmap *m, struct vmp_store *st, size_t ps,
+	      uint64_t limit, unsigned flags, int faults, uint64_t npages,
+	      int prot, struct rep *r);
+/* Metadata bytes per resident page now, or -1 when nothing is resident. */
+double lib_meta_bpp(const struct libmap *m);
+void lib_close(struct libmap *m, struct rep *r);
+
 /* floors.c */
 job_fn job_floor_fault;   /* ps 4 KiB; threads 0 (ns/fault) or N (kfaults/s) */
 job_fn job_floor_copy;    /* ps */
