@@ -13,6 +13,8 @@
  *                kernel mmap of the file (and of a memfd, for the wall)
  *   librows.c    everything that goes through libvmpage, with either fault
  *                mechanism, and the wall rows
+ *   scans.c      issue 14: parallel scans (OpenMP), random gather, 2 MiB
+ *                blocks and binary search over larger mappings
  *
  * A *job* is one piece of work that is repeated (one repetition = one fresh
  * mapping); it yields one value per *metric* (a line of the table).  Most jobs
@@ -198,7 +200,11 @@ struct job {
 	bool overlay;           /* VMP_OVERLAY */
 	int faults;             /* library rows: VMP_FAULTS_SIGSEGV or _UFFD
 				   (0: SIGSEGV) */
+	bool dynamic;           /* par/: 2 MiB chunks handed out dynamically */
+	bool sep_fds;           /* par/floor-sep: a memfd per thread */
 	int reps;               /* at most this many repetitions, 0: opt.reps */
+	int min_reps;           /* at least this many (at most reps), 0:
+				   opt.min_reps */
 	int nm;
 	struct metric *m[MAX_METRICS_PER_JOB];
 	bool run_it;
@@ -255,6 +261,19 @@ job_fn job_threads;       /* threads, spin */
 job_fn job_meta;          /* 2 metrics: untouched mapping, per page */
 job_fn job_wall_second_pass; /* faults: ns per touch of the 2nd pass */
 job_fn job_wall_dirty_max;   /* faults; isolated dirty pages held */
+
+/* scans.c (issue 14): g_big_size = 4 x the test file (1 GiB by default) */
+extern uint64_t g_big_size;
+job_fn job_par_cpu;       /* threads */
+job_fn job_par_kernel;    /* threads, dynamic: kernel mmap of the big file */
+job_fn job_par_floor;     /* threads, sep_fds: the copy floor in parallel */
+job_fn job_par_lib;       /* threads, dynamic, ps, limit; temp T_HOT: the
+			     file store on the big file, else generated */
+job_fn job_gather;        /* loads per distinct page, random words */
+job_fn job_big_copy;      /* ps: copy floor of the big generated store */
+job_fn job_big_seq;       /* ps: its sequential first-touch read */
+job_fn job_bsearch_mem;   /* us per lookup, array in memory */
+job_fn job_bsearch_lib;   /* us per lookup, 64 MiB limit */
 
 /* The wall rows (kernel mapping limit of the SIGSEGV mechanism): a store of
  * WALL_PAGES 4 KiB pages (4 GiB), g_wall_touches distinct random pages of
