@@ -13,6 +13,8 @@
  *                kernel mmap of the file (and of a memfd, for the wall)
  *   librows.c    everything that goes through libvmpage, with either fault
  *                mechanism, and the wall rows
+ *   scans.c      issue 14: parallel scans (OpenMP), random gather, 2 MiB
+ *                blocks and binary search over larger mappings
  *
  * A *job* is one piece of work that is repeated (one repetition = one fresh
  * mapping); it yields one value per *metric* (a line of the table).  Most jobs
@@ -201,7 +203,11 @@ struct job {
 	bool reclaimer;         /* ... with the background reclaimer on */
 	int faults;             /* library rows: VMP_FAULTS_SIGSEGV or _UFFD
 				   (0: SIGSEGV) */
+	bool dynamic;           /* par/: 2 MiB chunks handed out dynamically */
+	bool sep_fds;           /* par/floor-sep: a memfd per thread */
 	int reps;               /* at most this many repetitions, 0: opt.reps */
+	int min_reps;           /* at least this many (at most reps), 0:
+				   opt.min_reps */
 	int nm;
 	struct metric *m[MAX_METRICS_PER_JOB];
 	bool run_it;
@@ -209,6 +215,37 @@ struct job {
 
 void rep_fail(struct rep *r, enum rep_status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* librows.c: the generated store, and a RAM + handle + mapping */
+struct gen {
+	size_t blksize;
+	uint64_t spin;                 /* spin_work steps per load, 0: none */
+	bool sorted;                   /* word g is g (bsearch), else
+					  data_word(g) */
+	_Atomic uint64_t stored_sum;   /* sum of every word storeblk got */
+	_Atomic uint64_t stored_blocks;
+};
+/* A store over @g, or NULL with the error in @r. */
+struct vmp_store;
+struct vmp_store *gen_store_new(struct gen *g, struct rep *r);
+
+struct libmap {
+	struct vmp_ram *ram;
+	struct vmp_fileh *fh;
+	void *addr;
+	size_t ps;
+};
+/* Open a RAM (0 = no limit) with fault mechanism @faults (0: SIGSEGV),
+ * a handle on @st (of blocks of @ps bytes) and a mapping of pages
+ * [0, npages).  @st is given up here: the handle keeps it until it closes.
+ * On failure the error is in @r and nothing is left open.  A userfaultfd
+ * this kernel or process cannot use makes the row "n/a", not a failure. */
+bool lib_open(struct libmap *m, struct vmp_store *st, size_t ps,
+	      uint64_t limit, unsigned flags, int faults, uint64_t npages,
+	      int prot, struct rep *r);
+/* Metadata bytes per resident page now, or -1 when nothing is resident. */
+double lib_meta_bpp(const struct libmap *m);
+void lib_close(struct libmap *m, struct rep *r);
 
 /* floors.c */
 job_fn job_floor_fault;   /* ps 4 KiB; threads 0 (ns/fault) or N (kfaults/s) */
@@ -227,6 +264,19 @@ job_fn job_threads;       /* threads, spin */
 job_fn job_meta;          /* 2 metrics: untouched mapping, per page */
 job_fn job_wall_second_pass; /* faults: ns per touch of the 2nd pass */
 job_fn job_wall_dirty_max;   /* faults; isolated dirty pages held */
+
+/* scans.c (issue 14): g_big_size = 4 x the test file (1 GiB by default) */
+extern uint64_t g_big_size;
+job_fn job_par_cpu;       /* threads */
+job_fn job_par_kernel;    /* threads, dynamic: kernel mmap of the big file */
+job_fn job_par_floor;     /* threads, sep_fds: the copy floor in parallel */
+job_fn job_par_lib;       /* threads, dynamic, ps, limit; temp T_HOT: the
+			     file store on the big file, else generated */
+job_fn job_gather;        /* loads per distinct page, random words */
+job_fn job_big_copy;      /* ps: copy floor of the big generated store */
+job_fn job_big_seq;       /* ps: its sequential first-touch read */
+job_fn job_bsearch_mem;   /* us per lookup, array in memory */
+job_fn job_bsearch_lib;   /* us per lookup, 64 MiB limit */
 
 /* The wall rows (kernel mapping limit of the SIGSEGV mechanism): a store of
  * WALL_PAGES 4 KiB pages (4 GiB), g_wall_touches distinct random pages of

@@ -32,13 +32,6 @@ double g_spin_iters;
 
 /* --- the generated store ------------------------------------------------- */
 
-struct gen {
-	size_t blksize;
-	uint64_t spin;                 /* spin_work steps per load, 0: none */
-	_Atomic uint64_t stored_sum;   /* sum of every word storeblk got */
-	_Atomic uint64_t stored_blocks;
-};
-
 static int gen_load(void *ctx, uint64_t blk, void *buf)
 {
 	struct gen *g = ctx;
@@ -48,7 +41,14 @@ static int gen_load(void *ctx, uint64_t blk, void *buf)
 
 		__asm__ volatile("" : : "r"(x)); /* keep the work */
 	}
-	data_fill(buf, blk * (g->blksize / 8), g->blksize);
+	if (g->sorted) {
+		uint64_t *w = buf, first = blk * (g->blksize / 8);
+
+		for (size_t i = 0; i < g->blksize / 8; i++)
+			w[i] = first + i;
+	} else {
+		data_fill(buf, blk * (g->blksize / 8), g->blksize);
+	}
 	return 0;
 }
 
@@ -67,8 +67,7 @@ static const vmp_store_ops gen_ops = {
 	.storeblk = gen_store,
 };
 
-/* A store over @g, or NULL with the error in @r. */
-static vmp_store *gen_store_new(struct gen *g, struct rep *r)
+vmp_store *gen_store_new(struct gen *g, struct rep *r)
 {
 	vmp_store *st;
 	int e = vmp_store_new(&st, &gen_ops, g, g->blksize);
@@ -82,19 +81,7 @@ static vmp_store *gen_store_new(struct gen *g, struct rep *r)
 
 /* --- RAM + handle + mapping ---------------------------------------------- */
 
-struct libmap {
-	vmp_ram *ram;
-	vmp_fileh *fh;
-	void *addr;
-	size_t ps;
-};
-
-/* Open a RAM (0 = no limit) with fault mechanism @faults (0: SIGSEGV),
- * a handle on @st (of blocks of @ps bytes) and a mapping of pages
- * [0, npages).  @st is given up here: the handle keeps it until it closes.
- * On failure the error is in @r and nothing is left open.  A userfaultfd
- * this kernel or process cannot use makes the row "n/a", not a failure. */
-static bool lib_open(struct libmap *m, vmp_store *st, size_t ps,
+bool lib_open(struct libmap *m, vmp_store *st, size_t ps,
 		     uint64_t limit, unsigned flags, int faults,
 		     uint64_t npages, int prot, struct rep *r)
 {
@@ -150,8 +137,7 @@ static bool lib_open(struct libmap *m, vmp_store *st, size_t ps,
 	return true;
 }
 
-/* Metadata bytes per resident page now, or -1 when nothing is resident. */
-static double lib_meta_bpp(const struct libmap *m)
+double lib_meta_bpp(const struct libmap *m)
 {
 	struct vmp_stats st;
 	uint64_t pages;
@@ -162,7 +148,7 @@ static double lib_meta_bpp(const struct libmap *m)
 	return pages ? (double)st.metadata_bytes / (double)pages : -1;
 }
 
-static void lib_close(struct libmap *m, struct rep *r)
+void lib_close(struct libmap *m, struct rep *r)
 {
 	int e1 = vmp_munmap(m->addr);
 	int e2 = vmp_fileh_close(m->fh);

@@ -160,11 +160,12 @@ static void run_job(struct job *j)
 	struct job *pj = pair_job(j);
 	double t0 = now(), rss = 0, left = 0, ignored = 0;
 	int reps = j->reps && j->reps < opt.reps ? j->reps : opt.reps;
+	int min_reps = j->min_reps ? j->min_reps : opt.min_reps;
 
 	for (int rep = 0; rep < reps; rep++) {
 		struct rep r = { .meta_bpp = -1 }, pr = { .meta_bpp = -1 };
 
-		if (rep >= opt.min_reps && now() - t0 >= opt.job_budget)
+		if (rep >= min_reps && now() - t0 >= opt.job_budget)
 			break;
 		if (pj && rep % 2 == 0)
 			run_rep(pj, &pr, &ignored);
@@ -172,6 +173,10 @@ static void run_job(struct job *j)
 		if (pj && rep % 2 == 1)
 			run_rep(pj, &pr, &ignored);
 		record_rep(j, &r, pj, &pr);
+		if (opt.verbose && r.status == REP_OK)
+			fprintf(stderr, "vmpage-bench: %-22s rep %d: %.4g%s\n",
+				j->m[0]->name, rep, r.val[0],
+				pj && pr.status == REP_OK ? " (paired)" : "");
 		if (r.status != REP_OK)
 			break;
 	}
@@ -349,6 +354,7 @@ static void setup(void)
 	}
 	fs_name(tmp_dir());
 	g_size = opt.size;
+	g_big_size = 4 * opt.size;
 	g_npages = g_size / OS_PAGE;
 	g_ntouch = opt.ntouch < g_npages ? opt.ntouch : g_npages;
 	g_perm = malloc(g_npages * sizeof(*g_perm));

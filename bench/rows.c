@@ -8,7 +8,8 @@
  * Names are GROUP/.../WORKLOAD: floor/, kernel/, gen/ (generated store),
  * file/PS[-lim]/TEMP/ACCESS (file store, -lim = RAM limit of a quarter of
  * the file), cs/ (change set), thr/ (threads), ovl/ (VMP_OVERLAY), meta/,
- * wall/ (the kernel mapping limit).  Library rows run with the SIGSEGV
+ * wall/ (the kernel mapping limit), and issue 14's over a 1 GiB mapping:
+ * par/ (parallel scans), gather/, big/ (2 MiB blocks), bsearch/.  Library rows run with the SIGSEGV
  * fault mechanism; each has a copy NAME@uffd that runs with userfaultfd
  * (build_uffd below), at the end of the list.
  */
@@ -32,7 +33,8 @@ static const char *const U_GBS = "GB/s", *const U_MPS = "Mpages/s",
 		  *const U_NSF = "ns/fault", *const U_NSP = "ns/page",
 		  *const U_KFS = "kfaults/s", *const U_KBS = "kblocks/s",
 		  *const U_B = "bytes", *const U_BPP = "B/page",
-		  *const U_NST = "ns/touch", *const U_PG = "pages";
+		  *const U_NST = "ns/touch", *const U_PG = "pages",
+		  *const U_LPP = "loads/pg", *const U_USL = "us/lookup";
 
 static struct job *job_add(job_fn *fn, struct job tmpl)
 {
@@ -323,6 +325,81 @@ static void build_wall(void)
 	metric_add(j, U_PG, "wall/dirty-max");
 }
 
+/*
+ * Issue 14: programs over a mapping four times the test file (1 GiB).
+ * par/: an OpenMP parallel sum, 1, 2, 4 threads, each N-thread row
+ * against 1 thread of its kind (paired), with the target of at least 1.7x
+ * for the library's; vs-kern: against kernel mmap with as many threads.
+ */
+static const int par_threads[] = { 1, 2, 4 };
+
+static void build_par_one(const char *what, struct job tmpl, job_fn *fn,
+			  const char *unit, bool target)
+{
+	char ref[40], kref[40];
+
+	snprintf(ref, sizeof(ref), "par/%s/1", what);
+	for (int i = 0; i < 3; i++) {
+		struct job *j;
+		struct metric *m;
+
+		tmpl.threads = par_threads[i];
+		j = job_add(fn, tmpl);
+		m = metric_add(j, unit, "par/%s/%d", what, par_threads[i]);
+		if (par_threads[i] > 1)
+			metric_ref(m, ref, target ? '>' : 0, 1.7);
+		if (fn == job_par_lib) {
+			snprintf(kref, sizeof(kref), "par/kernel/%d",
+				 par_threads[i]);
+			snprintf(m->kref_name, sizeof(m->kref_name), "%s",
+				 kref);
+		}
+	}
+}
+
+static void build_scans(void)
+{
+	struct metric *m;
+	struct job *j;
+
+	build_par_one("cpu", (struct job){ .reps = 3 }, job_par_cpu, U_MPS,
+		      false);
+	build_par_one("kernel", (struct job){ .reps = 3 }, job_par_kernel,
+		      U_GBS, false);
+	build_par_one("floor", (struct job){ .reps = 3 }, job_par_floor,
+		      U_GBS, false);
+	build_par_one("floor-sep", (struct job){ .reps = 3, .sep_fds = true },
+		      job_par_floor, U_GBS, false);
+	for (int f = 0; f < 2; f++)
+		for (int d = 0; d < 2; d++) {
+			char what[24];
+
+			snprintf(what, sizeof(what), "%s/%s",
+				 f ? "file" : "gen", d ? "dyn" : "static");
+			build_par_one(what, (struct job){
+					.ps = 4 * KiB, .dynamic = d, .reps = 3,
+					.temp = f ? T_HOT : T_NONE },
+				      job_par_lib, U_GBS, true);
+		}
+	j = job_add(job_gather, (struct job){ .ps = 4 * KiB, .reps = 3 });
+	m = metric_add(j, U_LPP, "gather/gen");
+	metric_target(m, '<', 1.1);
+
+	/* 2 MiB blocks: at least 5 rounds, for the spread */
+	j = job_add(job_big_copy, (struct job){ .ps = 2 * MiB, .min_reps = 5 });
+	metric_add(j, U_GBS, "big/copy-2m");
+	j = job_add(job_big_seq, (struct job){ .ps = 2 * MiB, .min_reps = 5 });
+	m = metric_add(j, U_GBS, "big/seq-2m");
+	metric_ref(m, "big/copy-2m", '>', 0.8);
+	snprintf(m->kref_name, sizeof(m->kref_name), "par/kernel/1");
+
+	j = job_add(job_bsearch_mem, (struct job){ .ps = 4 * KiB });
+	metric_add(j, U_USL, "bsearch/memory");
+	j = job_add(job_bsearch_lib, (struct job){ .ps = 4 * KiB, .reps = 3 });
+	m = metric_add(j, U_USL, "bsearch/gen-lim");
+	metric_ref(m, "bsearch/memory", 0, 0);
+}
+
 static struct metric *metric_find(const char *name)
 {
 	for (int i = 0; i < nmetrics; i++)
@@ -342,7 +419,9 @@ static bool uffd_copies(const struct job *j)
 		j->run == job_file || j->run == job_changeset ||
 		j->run == job_threads || j->run == job_meta ||
 		j->run == job_wall_second_pass ||
-		j->run == job_wall_dirty_max);
+		j->run == job_wall_dirty_max || j->run == job_par_lib ||
+		j->run == job_gather || j->run == job_big_seq ||
+		j->run == job_bsearch_lib);
 }
 
 /*
@@ -413,6 +492,7 @@ void rows_build(void)
 	build_overlay();
 	build_meta();
 	build_wall();
+	build_scans();
 	build_uffd();
 	for (int i = 0; i < nmetrics; i++) {
 		metrics[i].ref = metric_find(metrics[i].ref_name);

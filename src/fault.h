@@ -42,6 +42,11 @@ struct loading_run {
 	const struct fault_tls *thread; /* the loading thread's */
 	uint16_t owner;          /* its tag, for waits.c */
 	struct vmp_page to;      /* the state they are installed in */
+	struct vmp_vma *fill_vma; /* the faulting mapping (pinned), where its
+				     mechanism has a fill(): the run's pages
+				     go into the memfd through it; else NULL */
+	bool filled;             /* fill() did every page written so far:
+				    fill_vma shows them already */
 };
 
 /* What a fault path entry knows of the access that faulted. */

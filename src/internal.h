@@ -70,7 +70,9 @@ enum page_flags {
 				       other run may take it over (load.c) */
 	PAGE_MAPPING = 1u << 4,     /* COMMITTING, bytes in the memfd: the
 				       loader is mapping it with ram->lock
-				       dropped; shows as what it becomes
+				       dropped (or writing it with
+				       mech->fill, which maps it as it
+				       writes); shows as what it becomes
 				       (vma_class) */
 	PAGE_SPILLED = 1u << 5,     /* DIRTY, its bytes in fh->spill_fd and
 				       not in memory: on fh->spilled, shown

@@ -9,6 +9,12 @@
  * take down).  Sequential faults load a growing window of following pages
  * in one go (a run): one pwrite and one mprotect for the run.
  *
+ * With userfaultfd the run goes into the memfd by UFFDIO_COPY through the
+ * faulting mapping instead (mech->fill), which maps it there as it writes:
+ * a pwrite into a memfd holds the file's inode lock for its whole copy, so
+ * loads of one handle in several threads would copy one at a time.  Its
+ * pages are PAGE_MAPPING from then on, as they are visible there.
+ *
  * Taking over.  A fault on a page that some run holds LOADING normally
  * waits for it.  But a run's owner may be stuck in a nested fault (its
  * loadblk reads a mapping) that waits, directly or through other threads,
@@ -195,22 +201,39 @@ static int run_fill(void *arg)
 }
 
 /* Write the run's pages[first, end) that are still its own into the memfd,
- * one pwrite per stretch of them.  No lock held. */
+ * one pwrite per stretch of them, or through r->fill_vma's mechanism
+ * (mech->fill, which maps them there too; r->filled says whether it did
+ * them all).  No lock held. */
 static int run_write(struct loading_run *r, uint64_t first, uint64_t end)
 {
 	struct vmp_fileh *fh = r->fh;
+	struct vmp_vma *v = r->fill_vma;
 	uint64_t i, j;
 	int ret;
 
 	for (i = first; i < end; i = j) {
+		size_t off = 0, len;
+
 		for (; i < end && !r->pages[i]; i++)
 			;
 		for (j = i; j < end && r->pages[j]; j++)
 			;
-		if (j > i && (ret = os_pwrite_full(fh->memfd,
-						   r->buf + (i << fh->pageshift),
-						   (size_t)(j - i) << fh->pageshift,
-						   (r->base + i) << fh->pageshift)))
+		if (j == i)
+			continue;
+		len = (size_t)(j - i) << fh->pageshift;
+		if (v) {
+			long done = v->fh->mech->fill(v, r->base + i, j - i,
+						      r->buf + (i << fh->pageshift),
+						      vma_class(v, &r->to));
+			off = done > 0 ? (size_t)done : 0;
+		}
+		if (off < len)
+			r->filled = false;
+		if (off < len &&
+		    (ret = os_pwrite_full(fh->memfd,
+					  r->buf + (i << fh->pageshift) + off,
+					  len - off,
+					  ((r->base + i) << fh->pageshift) + off)))
 			return ret;
 	}
 	return 0;
@@ -225,7 +248,7 @@ static void loading_abandon(struct vmp_page *p, bool punch)
 
 	if (punch)
 		(void)os_punch(fh->memfd, p->index << fh->pageshift, fh_pagesize(fh));
-	p->flags &= (uint8_t)~PAGE_COMMITTING;
+	p->flags &= (uint8_t)~(PAGE_COMMITTING | PAGE_MAPPING);
 	page_drop(p);
 }
 
@@ -238,7 +261,7 @@ static void loading_abandon(struct vmp_page *p, bool punch)
  */
 static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 			 uint64_t n, const struct vmp_page *to,
-			 struct remap_op *ops)
+			 struct remap_op *ops, struct vmp_vma *shown)
 {
 	vmp_ram *ram = fh->ram;
 	uint64_t i;
@@ -249,6 +272,12 @@ static int install_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 	if (ops)
 		nops = fh_remap_plan(fh, pages[0]->index, n, &page_absent, to,
 				     ops, MAX_REMAP_OPS);
+	/* the mapping that mech->fill mapped them in shows them already */
+	for (int k = 0; shown && k < nops; k++)
+		if (ops[k].v == shown) {
+			vma_unpin(shown);
+			ops[k--] = ops[--nops];
+		}
 	if (nops >= 0) {
 		fault_unlock(ram);
 		remap_ops_apply(ops, nops);
@@ -302,7 +331,11 @@ static void run_claim(struct loading_run *r, uint64_t first, uint64_t end)
 			loading_abandon(p, false);
 			r->pages[i] = NULL;
 		} else {
-			p->flags |= PAGE_COMMITTING;
+			/* written by mech->fill, it shows in r->fill_vma as
+			 * soon as it is written: so it is "being mapped"
+			 * from now on (vmp_invalidate waits for it) */
+			p->flags |= PAGE_COMMITTING |
+				    (r->fill_vma ? PAGE_MAPPING : 0);
 		}
 	}
 }
@@ -328,7 +361,7 @@ static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
 		       !(r->pages[j]->flags & PAGE_INVALIDATED); j++)
 			;
 		int err = install_pages(r->fh, r->pages + i, j - i, &r->to,
-					r->ops);
+					r->ops, r->filled ? r->fill_vma : NULL);
 		if (err && i == 0)
 			ret = err;
 	}
@@ -524,6 +557,11 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 		run_init(&r, fh, scratch->pages, scratch->ops);
 	else
 		run_init(&r, fh, &one, NULL);
+	/* pinned by the fault for as long as the run */
+	if (fh->mech->fill && !overlay) {
+		r.fill_vma = v;
+		r.filled = true;
+	}
 	made = run_begin(&r, idx,
 			 (overlay || zero || !scratch) ? 1 : readahead(v, idx), fe);
 	if (made == -EAGAIN)

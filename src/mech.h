@@ -47,6 +47,13 @@ struct mech {
 	 * No lock need be held (the caller keeps the pages from changing). */
 	int (*show)(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 		    enum vma_class oldc, enum vma_class newc);
+	/* Optional: put the bytes of pages [idx, idx+n) of @v (absent from
+	 * the memfd, LOADING) at @buf into the memfd and show them as @c in
+	 * @v, in one step, as far as it can: returns the bytes done from the
+	 * start (the caller writes the rest, and then @v shows nothing of
+	 * them for it), or -errno with nothing done.  No lock held. */
+	long (*fill)(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+		     const void *buf, enum vma_class c);
 };
 
 extern const struct mech mech_mprotect;

@@ -254,6 +254,43 @@ static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
 	return -EINVAL;
 }
 
+/*
+ * Loads: UFFDIO_COPY puts the bytes into the memfd and maps them in @v, as
+ * pwrite() and UFFDIO_CONTINUE do, but without the memfd's inode lock,
+ * which every pwrite into one file holds for its whole copy (shmem's
+ * write_iter): so loads of one handle in several threads copy in parallel
+ * (a page at a time, under the mapping's lock for reading).  A page
+ * already in the memfd stops it (EEXIST): the caller writes the rest.
+ */
+static long uffd_fill(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+		      const void *buf, enum vma_class c)
+{
+	size_t len = (size_t)n << v->fh->pageshift, done = 0;
+	uintptr_t dst = (uintptr_t)vma_page_addr(v, idx);
+	int saved = errno;
+
+	for (int tries = 0; done < len && tries < 1000; tries++) {
+		struct uffdio_copy cp = {
+			.dst = dst + done,
+			.src = (uintptr_t)buf + done,
+			.len = len - done,
+			.mode = c == CLASS_R ? UFFDIO_COPY_MODE_WP : 0,
+		};
+
+		if (ioctl(uffd_fd, UFFDIO_COPY, &cp) == 0) {
+			done = len;
+			break;
+		}
+		if (cp.copy > 0) /* partly done (EAGAIN): the rest */
+			done += (size_t)cp.copy;
+		if (errno != EAGAIN)
+			break;
+	}
+	errno = saved;
+	/* whole OS pages only: a block is either all there or not */
+	return (long)(done & ~(((size_t)1 << v->fh->pageshift) - 1));
+}
+
 int uffd_map_page(const struct vmp_vma *v, uintptr_t addr, enum vma_class c)
 {
 	/* the OS page that faulted: others of the block may be mapped (a
@@ -272,4 +309,5 @@ const struct mech mech_uffd = {
 	.lazy = true,
 	.reserve = uffd_reserve,
 	.show = uffd_show,
+	.fill = uffd_fill,
 };
