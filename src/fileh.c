@@ -317,6 +317,13 @@ static int call_abort(void *arg)
 	return 0;
 }
 
+static int call_discarded(void *arg)
+{
+	struct store_call *c = arg;
+
+	return c->fh->ops.discarded(c->fh->ctx);
+}
+
 /* Call storeblk for each page; no lock held (pages pinned by
  * writeout_busy).  Bytes come from the memfd, not from a mapping. */
 static int store_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
@@ -429,6 +436,22 @@ VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 	writeout_wait(fh);
 	n = collect_dirty(fh, &pages);
 	ret = n < 0 ? (int)n : fh_drop_pages(fh, pages, (size_t)n);
+	if (!ret && fh->ops.discarded) {
+		/* as a writeout's hooks run: no lock held, other writeouts
+		 * and discards of the handle (and its close) wait */
+		struct store_call c = { fh, 0, NULL };
+		int cancel;
+		fh->writeout_busy = true;
+		ram_unlock_api(fh->ram, &saved);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+		ret = callback_run(call_discarded, &c, NULL);
+		pthread_setcancelstate(cancel, NULL);
+		ram_lock_api(fh->ram, &saved);
+		fh->writeout_busy = false;
+		pthread_cond_broadcast(&fh->ram->writeout_cond);
+		if (ret > 0)
+			ret = -EIO;
+	}
 	ram_unlock_api(fh->ram, &saved);
 	free(pages);
 	return ret;

@@ -152,7 +152,8 @@ struct vmp_store {
 /*
  * struct vmp_fileh.  All mutable fields under ram->lock.
  *   ndirty == length of dirty list
- *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned)
+ *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned),
+ *   or vmp_discard() runs the store's discarded hook
  */
 struct vmp_fileh {
 	vmp_ram *ram;             /* const */
