@@ -130,10 +130,15 @@ long objects_remove(rados_ioctx_t io, char **oids, size_t n);
 
 /* --- watch and notify (watch.c) -------------------------------------------- */
 
+/* A notification in flight.  Heap-allocated: librados keeps the address
+ * of ->reply until it completes. */
+struct notify_op {
+	rados_completion_t c;
+	char *reply;
+	size_t reply_len;
+};
 struct notifier {
-	rados_completion_t c[8]; /* notifications in flight */
-	char *reply[8];
-	size_t reply_len[8];
+	struct notify_op *op[8];
 	size_t n;
 };
 int watch_start(vmp_rados *ds);

@@ -100,17 +100,17 @@ static void reap(struct notifier *nt, bool wait)
 	size_t k = 0;
 
 	for (size_t i = 0; i < nt->n; i++) {
-		if (!wait && !rados_aio_is_complete(nt->c[i])) {
-			nt->c[k] = nt->c[i];
-			nt->reply[k] = nt->reply[i];
-			nt->reply_len[k] = nt->reply_len[i];
-			k++;
+		struct notify_op *op = nt->op[i];
+
+		if (!wait && !rados_aio_is_complete(op->c)) {
+			nt->op[k++] = op;
 			continue;
 		}
-		rados_aio_wait_for_complete(nt->c[i]);
-		rados_aio_release(nt->c[i]);
-		if (nt->reply[i])
-			rados_buffer_free(nt->reply[i]);
+		rados_aio_wait_for_complete(op->c);
+		rados_aio_release(op->c);
+		if (op->reply)
+			rados_buffer_free(op->reply);
+		free(op);
 	}
 	nt->n = k;
 }
@@ -123,24 +123,25 @@ void notify_drain(struct notifier *nt)
 void notify_send(vmp_rados *ds, uint64_t version)
 {
 	struct notifier *nt = &ds->nt;
+	struct notify_op *op;
 	char payload[8];
-	size_t i;
 
 	reap(nt, false);
-	if (nt->n == sizeof(nt->c) / sizeof(nt->c[0]))
+	if (nt->n == sizeof(nt->op) / sizeof(nt->op[0]))
 		return; /* watchers that slow: skip one, it is a hint */
-	for (i = 0; i < 8; i++)
+	for (int i = 0; i < 8; i++)
 		payload[i] = (char)(version >> (8 * i));
-	i = nt->n;
-	nt->reply[i] = NULL;
-	nt->reply_len[i] = 0;
-	if (rados_aio_create_completion2(NULL, NULL, &nt->c[i]))
+	if (!(op = calloc(1, sizeof(*op))))
 		return;
-	if (rados_aio_notify(ds->io, ds->head, nt->c[i], payload, 8,
-			     NOTIFY_TIMEOUT_MS, &nt->reply[i],
-			     &nt->reply_len[i])) {
-		rados_aio_release(nt->c[i]);
+	if (rados_aio_create_completion2(NULL, NULL, &op->c)) {
+		free(op);
 		return;
 	}
-	nt->n++;
+	if (rados_aio_notify(ds->io, ds->head, op->c, payload, 8,
+			     NOTIFY_TIMEOUT_MS, &op->reply, &op->reply_len)) {
+		rados_aio_release(op->c);
+		free(op);
+		return;
+	}
+	nt->op[nt->n++] = op;
 }
