@@ -464,6 +464,43 @@ static void test_roundtrip(void **state)
 	assert_ok(vmp_rados_remove(io, name));
 }
 
+/* A block map larger than one omap read (4096 keys): read in pages, each
+ * checked to be of the same commit. */
+static void test_large_map(void **state)
+{
+	const char *name = dsname("big");
+	const uint64_t n = 5000;
+	struct vmp_rados_info in;
+	vmp_rados *ds;
+	vmp_ram *ram;
+	char *p;
+
+	(void)state;
+	need_cluster();
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_rados_create(io, name, BS, n, 60));
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_ok(vmp_rados_open(&ds, io, name, ram, 0));
+	assert_ok(vmp_mmap(vmp_rados_fileh(ds), 0, n, PROT_READ | PROT_WRITE,
+			   (void **)&p));
+	for (uint64_t b = 0; b < n; b++)
+		p[b * BS] = (char)(b % 251 + 1);
+	assert_ok(vmp_writeout(vmp_rados_fileh(ds), COMMIT));
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_rados_close(ds));
+	assert_ok(vmp_rados_open(&ds, io, name, ram, 0));
+	in = info_of(ds);
+	assert_u64(in.version, 1);
+	assert_ok(vmp_mmap(vmp_rados_fileh(ds), 0, n, PROT_READ, (void **)&p));
+	for (uint64_t b = 0; b < n; b += 997)
+		assert_int_equal(p[b * BS], (char)(b % 251 + 1));
+	assert_int_equal(p[(n - 1) * BS], (char)((n - 1) % 251 + 1));
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_rados_close(ds));
+	assert_ok(vmp_ram_free(ram));
+	assert_ok(vmp_rados_remove(io, name));
+}
+
 /* Two processes: the reader sees nothing new until it syncs, then exactly
  * the committed bytes, including blocks it had not loaded before. */
 static void test_two_processes_isolation(void **state)
@@ -961,6 +998,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_datasets),
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_large_map),
 		cmocka_unit_test(test_two_processes_isolation),
 		cmocka_unit_test(test_conflict),
 		cmocka_unit_test(test_nonoverlapping),
