@@ -119,13 +119,26 @@ static int ds_loadblks(void *ctx, uint64_t blk, uint64_t n, void *buf)
 
 /* --- sync points ------------------------------------------------------------- */
 
-/* Invalidate the pages of @n blocks (sorted or not), in runs. */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Invalidate the pages of @n blocks (in any order, repeats allowed): one
+ * vmp_invalidate per run of neighbours.  Sorts @blk. */
 static int invalidate(vmp_rados *ds, uint64_t *blk, size_t n)
 {
+	size_t i, j;
 	int ret = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		int r = vmp_invalidate(ds->fh, blk[i], 1);
+	qsort(blk, n, sizeof(*blk), cmp_u64);
+	for (i = 0; i < n; i = j) {
+		int r;
+		for (j = i + 1; j < n && blk[j] <= blk[j - 1] + 1; j++)
+			;
+		r = vmp_invalidate(ds->fh, blk[i], blk[j - 1] - blk[i] + 1);
 		if (r && !ret)
 			ret = r;
 	}
@@ -201,9 +214,12 @@ int sync_to(vmp_rados *ds, uint64_t upto)
 	nchanged = 0;
 	pthread_mutex_lock(&ds->lock);
 	for (i = 0; i < nlogs && !ret; i++) {
+		/* our own commit's blocks are our dirty pages: kept anyway */
+		bool ours = logs[i].tag == ds->w.tag && ds->w.n;
 		for (uint64_t j = 0; j < logs[i].n && !ret; j++) {
 			ret = blkmap_set(&ds->map, logs[i].blk[j], logs[i].tag);
-			changed[nchanged++] = logs[i].blk[j];
+			if (!ours)
+				changed[nchanged++] = logs[i].blk[j];
 		}
 	}
 	if (!ret) {
@@ -359,6 +375,12 @@ static int ds_writeout_commit(void *ctx)
 	for (size_t i = 0; i < ds->w.n; i++)
 		if (blkmap_set(&ds->map, ds->w.blk[i], ds->w.tag))
 			ds->need_full = true;
+	/* A full reload (the logs since our snapshot were trimmed, or an
+	 * earlier sync failed) may have moved past our commit: our blocks
+	 * then show our bytes where a later commit may have changed them.
+	 * The next sync point reloads and compares every tag. */
+	if (ds->version != log.version)
+		ds->need_full = true;
 	pthread_mutex_unlock(&ds->lock);
 	notify_send(ds, log.version);
 	kill_point(ds, 5);
