@@ -184,7 +184,7 @@ int sync_to(vmp_rados *ds, uint64_t upto)
 	struct head_meta m;
 	uint64_t from = ds->version, *changed = NULL;
 	size_t nlogs, nchanged = 0, i;
-	int ret;
+	int ret, inval;
 
 	watch_check(ds);
 	if (ds->need_full)
@@ -233,9 +233,9 @@ int sync_to(vmp_rados *ds, uint64_t upto)
 		count(&ds->syncs, 1);
 	/* what changed is invalidated even if the map could not follow:
 	 * those pages reload at the next sync's snapshot */
-	i = (size_t)invalidate(ds, changed, nchanged);
+	inval = invalidate(ds, changed, nchanged);
 	if (!ret)
-		ret = (int)i;
+		ret = inval;
 	free(changed);
 	logs_free(logs, nlogs);
 	return ret;
