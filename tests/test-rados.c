@@ -872,6 +872,37 @@ static void test_grow(void **state)
 	assert_ok(vmp_rados_remove(io, name));
 }
 
+/* A dataset removed under a view: loads of blocks not resident fail with
+ * -ESTALE, commits and syncs with -ENOENT, the dirty pages stay. */
+static void test_removed_under_view(void **state)
+{
+	const char *name = dsname("rm");
+	struct view a;
+
+	(void)state;
+	need_cluster();
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_rados_create(io, name, BS, NBLK, 60));
+	view_open(&a, name, VMP_NO_READAHEAD);
+	put_block(a.p, 0, 1);
+	put_block(a.p, 1, 1);
+	assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT));
+	assert_ok(vmp_invalidate(vmp_rados_fileh(a.ds), 1, 1));
+	assert_ok(vmp_rados_remove(io, name));
+	assert_block(a.p, 0, 1); /* resident */
+	assert_rc(vmp_guard(read_byte, a.p + BS), -ESTALE);
+	put_block(a.p, 2, 2);
+	assert_rc(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT), -ENOENT);
+	assert_u64(dirty_count(vmp_rados_fileh(a.ds)), 1);
+	assert_rc(vmp_rados_sync(a.ds), -EBUSY);
+	assert_rc(vmp_discard(vmp_rados_fileh(a.ds)), -ENOENT);
+	assert_u64(dirty_count(vmp_rados_fileh(a.ds)), 0);
+	assert_rc(vmp_rados_sync(a.ds), -ENOENT);
+	view_close(&a);
+	/* the failed commit's objects were removed: nothing is left */
+	assert_rc(vmp_rados_remove(io, name), -ENOENT);
+}
+
 /* vmp_rados_remove sweeps the orphans a killed writer left. */
 static void test_remove_sweeps_orphans(void **state)
 {
@@ -1009,6 +1040,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_notify),
 		cmocka_unit_test(test_gc),
 		cmocka_unit_test(test_grow),
+		cmocka_unit_test(test_removed_under_view),
 		cmocka_unit_test(test_remove_sweeps_orphans),
 		cmocka_unit_test_teardown(test_cluster_gone, thaw_cluster),
 	};
