@@ -17,6 +17,7 @@
  * is the zeros of a block never written.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -634,6 +635,79 @@ static void test_discard_syncs(void **state)
 	assert_ok(vmp_rados_remove(io, name));
 }
 
+struct toucher {
+	const char *p;
+	vmp_ram *ram;      /* clean pages dropped after each pass: the */
+	volatile bool stop; /* readers keep loads in flight */
+	uint64_t touches;
+};
+
+static void *touch_loop(void *arg)
+{
+	struct toucher *t = arg;
+	unsigned sum = 0;
+
+	while (!t->stop) {
+		for (uint64_t b = 0; b < 16; b++)
+			sum += (unsigned char)peek(t->p + b * BS + (t->touches % BS));
+		(void)vmp_ram_reclaim(t->ram, 16 * BS);
+		__atomic_fetch_add(&t->touches, 1, __ATOMIC_RELAXED);
+	}
+	return (void *)(uintptr_t)sum;
+}
+
+/* Sync points while other threads of the view keep loading its pages:
+ * after each sync every page shows the new commit (a load of the old
+ * version in flight during the invalidation is not installed). */
+static void test_sync_under_loads(void **state)
+{
+	const char *name = dsname("thr");
+	struct toucher t = { 0 };
+	int stale = -1, stale_v = 0;
+	pthread_t th[2];
+	struct view a, b;
+
+	(void)state;
+	need_cluster();
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_rados_create(io, name, BS, NBLK, 60));
+	view_open(&a, name, 0);
+	view_open(&b, name, VMP_NO_READAHEAD);
+	t.p = b.p;
+	t.ram = b.ram;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, touch_loop, &t), 0);
+	for (uint32_t v = 1; v <= 15; v++) {
+		for (uint64_t blk = 0; blk < 16; blk++)
+			put_block(a.p, blk, v);
+		assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT));
+		usleep(2000); /* the old versions are being loaded */
+		{
+			uint64_t before = t.touches;
+			/* the readers' pages were dropped and loaded again */
+			while (__atomic_load_n(&t.touches, __ATOMIC_RELAXED) < before + 2)
+				usleep(100);
+		}
+		assert_ok(vmp_rados_sync(b.ds));
+		/* the readers may reclaim and reload: any load now reads v */
+		for (uint64_t blk = 0; blk < 16 && stale < 0; blk++)
+			if (!has_block(b.p, blk, v))
+				stale = (int)blk, stale_v = (int)v;
+		if (stale >= 0)
+			break;
+	}
+	t.stop = true;
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	if (stale >= 0)
+		fail_msg("after sync %d, block %d is stale", stale_v, stale);
+	print_message("sync under loads: %llu passes of the readers\n",
+		      (unsigned long long)t.touches);
+	view_close(&b);
+	view_close(&a);
+	assert_ok(vmp_rados_remove(io, name));
+}
+
 /* Three processes increment one counter 20 times each, retrying on
  * conflict: no increment is lost, so exactly one of each set of
  * conflicting commits won. */
@@ -1034,6 +1108,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_conflict),
 		cmocka_unit_test(test_nonoverlapping),
 		cmocka_unit_test(test_discard_syncs),
+		cmocka_unit_test(test_sync_under_loads),
 		cmocka_unit_test(test_concurrent_counter),
 		cmocka_unit_test(test_killed_writer),
 		cmocka_unit_test(test_dead_watcher),
