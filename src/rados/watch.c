@@ -39,11 +39,12 @@ static void on_notify(void *arg, uint64_t notify_id, uint64_t cookie,
 	uint64_t v, seen;
 
 	(void)notifier_id;
-	/* ack first: the notifier waits for it */
+	/* the payload first: it is librados's, read it before answering */
+	v = len == 8 ? le64(data) : 0;
+	/* then the ack at once: the notifier waits for it */
 	(void)rados_notify_ack(ds->io, ds->head, notify_id, cookie, NULL, 0);
-	if (len != 8)
+	if (!v)
 		return;
-	v = le64(data);
 	seen = __atomic_load_n(&ds->announced, __ATOMIC_RELAXED);
 	while (v > seen &&
 	       !__atomic_compare_exchange_n(&ds->announced, &seen, v, false,
