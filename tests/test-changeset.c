@@ -568,6 +568,53 @@ static void test_discarded_hook(void **state)
 	assert_ok(vmp_ram_free(ram));
 }
 
+/* vmp_invalidate from inside writeout_commit (what a store that moves
+ * its snapshot at each commit does): it does not wait for the writeout in
+ * progress; the pages being committed are still dirty, so they are kept
+ * and then marked stored with their bytes; other clean pages are
+ * dropped. */
+static int inval_commit(void *ctx)
+{
+	struct disc *d = ctx;
+
+	d->calls++;
+	d->version++; /* the store's block 1 changed meanwhile */
+	assert_ok(vmp_fileh_dirty_count(d->fh, &d->dirty_seen));
+	assert_ok(vmp_invalidate(d->fh, 0, 4));
+	return 0;
+}
+
+static void test_invalidate_in_writeout_commit(void **state)
+{
+	static const vmp_store_ops ops = {
+		.loadblk = disc_loadblk,
+		.storeblk = disc_storeblk,
+		.writeout_commit = inval_commit,
+	};
+	struct disc d = { .version = 'a' };
+	size_t ps = os_page();
+	vmp_ram *ram;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_ok(open_fh_ops(&d.fh, ram, &ops, &d, ps, 0));
+	p = map_pages(d.fh, 0, 4, PROT_READ | PROT_WRITE);
+	assert_int_equal(peek(p + ps), 'a');
+	p[2 * ps] = 'w';
+	assert_ok(vmp_writeout(d.fh, VMP_WRITEOUT_STORE |
+				     VMP_WRITEOUT_MARKSTORED));
+	assert_int_equal(d.calls, 1);
+	assert_u64(d.dirty_seen, 1);       /* still dirty inside the hook */
+	assert_u64(dirty_count(d.fh), 0);  /* stored afterwards */
+	assert_int_equal(peek(p + 2 * ps), 'w'); /* kept, not reloaded */
+	assert_int_equal(peek(p + ps), 'b');     /* dropped, reloaded */
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(d.fh));
+	assert_ok(vmp_ram_free(ram));
+}
+
 /* --- invalidate ------------------------------------------------------------ */
 
 static void test_invalidate(void **state)
@@ -816,6 +863,7 @@ int main(void)
 		BOTH(test_markstored_write_protects),
 		BOTH(test_discard),
 		cmocka_unit_test(test_discarded_hook),
+		cmocka_unit_test(test_invalidate_in_writeout_commit),
 		BOTH(test_invalidate),
 		BOTH(test_invalidate_while_loading),
 		BOTH(test_two_mappings_see_writes),
