@@ -202,6 +202,17 @@ typedef struct vmp_store_ops {
 	 * and rules as loadblk.
 	 */
 	int (*loadblks)(void *ctx, uint64_t blk, uint64_t n, void *buf);
+	/**
+	 * Optional: called by vmp_discard() after it dropped the change set,
+	 * so that a store that keeps a snapshot per transaction can move to
+	 * a newer one (an abort is a transaction boundary).  Runs like the
+	 * writeout hooks: in the caller's thread, no library lock held,
+	 * other writeouts and discards of the handle waiting; it may call
+	 * vmp_invalidate() on the handle (not vmp_writeout/vmp_discard).
+	 * Returns 0 or a negative errno, which vmp_discard() returns: the
+	 * dirty pages are dropped all the same.
+	 */
+	int (*discarded)(void *ctx);
 } vmp_store_ops;
 
 
@@ -554,10 +565,12 @@ int vmp_writeout(vmp_fileh *fh, unsigned flags);
 
 /**
  * Throw the change set away: every dirty page is dropped, and its next
- * access loads the store's bytes.  Clean pages stay.
+ * access loads the store's bytes.  Clean pages stay.  Then the store's
+ * discarded hook, if set, runs.
  * @return 0, -EINVAL, -ECHILD, -ENOMEM (no memory, or the kernel refused a
  *         mapping change near vm.max_map_count: the pages dropped so far
- *         stay dropped, the rest stay dirty; call again).
+ *         stay dropped, the rest stay dirty; call again); the error of
+ *         ops->discarded (the change set is dropped all the same).
  */
 int vmp_discard(vmp_fileh *fh);
 

@@ -404,6 +404,13 @@ static int call_abort(void *arg)
 	return 0;
 }
 
+static int call_discarded(void *arg)
+{
+	struct store_call *c = arg;
+
+	return c->fh->ops.discarded(c->fh->ctx);
+}
+
 /* Bytes come from the memfd (or the spill file), not from a mapping:
  * pages pinned by writeout_busy or evicting; in a buffer of the pool,
  * for an eviction calls this in the fault handler. */
@@ -539,6 +546,24 @@ VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 	n = collect_dirty(fh, &pages, NULL);
 	ret = n < 0 ? (int)n : fh_drop_pages(fh, pages, (size_t)n);
 	spill_trim(fh);
+	if (!ret && fh->ops.discarded) {
+		/* as a writeout's hooks run: no lock held, other writeouts,
+		 * discards, evictions of the handle (and its close) wait */
+		struct store_call c = { fh, 0, NULL };
+		int cancel;
+		fh->writeout_busy = true;
+		ram_unlock_api(fh->ram, &saved);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+		ret = callback_run(call_discarded, &c, NULL);
+		pthread_setcancelstate(cancel, NULL);
+		ram_lock_api(fh->ram, &saved);
+		fh->writeout_busy = false;
+		pthread_cond_broadcast(&fh->ram->writeout_cond);
+		if (fh->ram->room_waiters)
+			pthread_cond_broadcast(&fh->ram->room_cond);
+		if (ret > 0)
+			ret = -EIO;
+	}
 	ram_unlock_api(fh->ram, &saved);
 	free(pages);
 	return ret;

@@ -173,7 +173,8 @@ struct vmp_store {
 /*
  * struct vmp_fileh.  All mutable fields under ram->lock.
  *   ndirty == length of dirty list + nspilled (length of spilled list)
- *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned)
+ *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned),
+ *             or vmp_discard() runs the store's discarded hook
  *   evicting: an eviction is spilling or writing back pages (evict.c:
  *             resident dirty pages pinned, as by a writeout)
  *   nmoving == number of PAGE_MOVING pages (read back from the spill file)

@@ -483,6 +483,138 @@ static void test_discard(void **state)
 	assert_ok(vmp_discard(f->fh));
 }
 
+/* The discarded hook: runs after the change set is dropped, may
+ * invalidate pages of its handle, and its error is vmp_discard's. */
+struct disc {
+	vmp_fileh *fh;
+	unsigned version;   /* block 1's bytes: this byte, whole block */
+	int calls;
+	uint64_t dirty_seen;
+	int ret;            /* what the hook returns */
+};
+
+static int disc_loadblk(void *ctx, uint64_t blk, void *buf)
+{
+	struct disc *d = ctx;
+
+	memset(buf, blk == 1 ? (int)d->version : (int)blk, os_page());
+	return 0;
+}
+
+static int disc_storeblk(void *ctx, uint64_t blk, const void *buf)
+{
+	(void)ctx, (void)blk, (void)buf;
+	return 0;
+}
+
+static int disc_discarded(void *ctx)
+{
+	struct disc *d = ctx;
+
+	d->calls++;
+	assert_ok(vmp_fileh_dirty_count(d->fh, &d->dirty_seen));
+	/* a newer snapshot: block 1 changed */
+	d->version++;
+	assert_ok(vmp_invalidate(d->fh, 1, 1));
+	return d->ret;
+}
+
+static void test_discarded_hook(void **state)
+{
+	static const vmp_store_ops ops = {
+		.loadblk = disc_loadblk,
+		.storeblk = disc_storeblk,
+		.discarded = disc_discarded,
+	};
+	struct disc d = { .version = 'a' };
+	size_t ps = os_page();
+	vmp_ram *ram;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_ok(open_fh_ops(&d.fh, ram, &ops, &d, ps, 0));
+	p = map_pages(d.fh, 0, 4, PROT_READ | PROT_WRITE);
+	assert_int_equal(peek(p + ps), 'a');
+	assert_int_equal(peek(p + 2 * ps), 2);
+	p[0] = 'x';
+	p[2 * ps] = 'y';
+
+	assert_ok(vmp_discard(d.fh));
+	assert_int_equal(d.calls, 1);
+	assert_u64(d.dirty_seen, 0); /* dropped before the hook ran */
+	assert_int_equal(peek(p), 0);
+	assert_int_equal(peek(p + 2 * ps), 2);
+	assert_int_equal(peek(p + ps), 'b'); /* invalidated by the hook */
+
+	/* Its error is returned; the change set is gone all the same. */
+	d.ret = -EIO;
+	p[3 * ps] = 'z';
+	assert_rc(vmp_discard(d.fh), -EIO);
+	assert_int_equal(d.calls, 2);
+	assert_u64(dirty_count(d.fh), 0);
+	assert_int_equal(peek(p + 3 * ps), 3);
+	assert_int_equal(peek(p + ps), 'c');
+
+	/* A writeout does not call it. */
+	d.ret = 0;
+	p[0] = 'w';
+	assert_ok(vmp_writeout(d.fh, VMP_WRITEOUT_STORE |
+				     VMP_WRITEOUT_MARKSTORED));
+	assert_int_equal(d.calls, 2);
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(d.fh));
+	assert_ok(vmp_ram_free(ram));
+}
+
+/* vmp_invalidate from inside writeout_commit (what a store that moves
+ * its snapshot at each commit does): it does not wait for the writeout in
+ * progress; the pages being committed are still dirty, so they are kept
+ * and then marked stored with their bytes; other clean pages are
+ * dropped. */
+static int inval_commit(void *ctx)
+{
+	struct disc *d = ctx;
+
+	d->calls++;
+	d->version++; /* the store's block 1 changed meanwhile */
+	assert_ok(vmp_fileh_dirty_count(d->fh, &d->dirty_seen));
+	assert_ok(vmp_invalidate(d->fh, 0, 4));
+	return 0;
+}
+
+static void test_invalidate_in_writeout_commit(void **state)
+{
+	static const vmp_store_ops ops = {
+		.loadblk = disc_loadblk,
+		.storeblk = disc_storeblk,
+		.writeout_commit = inval_commit,
+	};
+	struct disc d = { .version = 'a' };
+	size_t ps = os_page();
+	vmp_ram *ram;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_ok(open_fh_ops(&d.fh, ram, &ops, &d, ps, 0));
+	p = map_pages(d.fh, 0, 4, PROT_READ | PROT_WRITE);
+	assert_int_equal(peek(p + ps), 'a');
+	p[2 * ps] = 'w';
+	assert_ok(vmp_writeout(d.fh, VMP_WRITEOUT_STORE |
+				     VMP_WRITEOUT_MARKSTORED));
+	assert_int_equal(d.calls, 1);
+	assert_u64(d.dirty_seen, 1);       /* still dirty inside the hook */
+	assert_u64(dirty_count(d.fh), 0);  /* stored afterwards */
+	assert_int_equal(peek(p + 2 * ps), 'w'); /* kept, not reloaded */
+	assert_int_equal(peek(p + ps), 'b');     /* dropped, reloaded */
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(d.fh));
+	assert_ok(vmp_ram_free(ram));
+}
+
 /* --- invalidate ------------------------------------------------------------ */
 
 static void test_invalidate(void **state)
@@ -730,6 +862,8 @@ int main(void)
 		BOTH(test_readonly_store_erofs),
 		BOTH(test_markstored_write_protects),
 		BOTH(test_discard),
+		cmocka_unit_test(test_discarded_hook),
+		cmocka_unit_test(test_invalidate_in_writeout_commit),
 		BOTH(test_invalidate),
 		BOTH(test_invalidate_while_loading),
 		BOTH(test_two_mappings_see_writes),
