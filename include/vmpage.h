@@ -143,7 +143,9 @@ typedef struct vmp_store vmp_store;
  * libvmpage mappings.  @p ctx is the ctx given to vmp_store_new(), passed
  * through untouched.
  *
- * New members are only ever added at the end.
+ * New members are only ever added at the end, each time with a new
+ * version of vmp_store_new (a program built against an older header gets
+ * the one that reads only the members it knows).
  */
 typedef struct vmp_store_ops {
 	/**

@@ -10,7 +10,9 @@
  * always gets that store, whatever handles came and went before.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -20,8 +22,9 @@ bool store_blksize_ok(size_t blksize)
 	       blksize <= ((size_t)1 << 30);
 }
 
-VMP_EXPORT int vmp_store_new(vmp_store **storep, const vmp_store_ops *ops,
-			     void *ctx, size_t blksize)
+/* Make a store from the first @opsize bytes of *@ops, the rest NULL. */
+static int store_new(vmp_store **storep, const vmp_store_ops *ops,
+		     size_t opsize, void *ctx, size_t blksize)
 {
 	struct vmp_store *s;
 	int ret;
@@ -33,13 +36,39 @@ VMP_EXPORT int vmp_store_new(vmp_store **storep, const vmp_store_ops *ops,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->ops = *ops;
+	memcpy(&s->ops, ops, opsize);
 	s->ctx = ctx;
 	s->blksize = blksize;
 	s->refs = 1; /* the program's */
 	s->fork_gen = vmp_fork_gen;
 	*storep = s;
 	return 0;
+}
+
+/*
+ * vmp_store_ops grows at its end, and the program's table is as large as
+ * the header it was built against says: each size has its version of
+ * vmp_store_new, which reads no more than that.  (.symver, not the
+ * attribute: clang 14 lacks it.)
+ */
+__asm__(".symver vmp_store_new_0_3, vmp_store_new@@VMPAGE_0.3");
+VMP_EXPORT int vmp_store_new_0_3(vmp_store **storep, const vmp_store_ops *ops,
+				 void *ctx, size_t blksize);
+VMP_EXPORT int vmp_store_new_0_3(vmp_store **storep, const vmp_store_ops *ops,
+				 void *ctx, size_t blksize)
+{
+	return store_new(storep, ops, sizeof(*ops), ctx, blksize);
+}
+
+/* 0.2's table ended with loadblks. */
+__asm__(".symver vmp_store_new_0_2, vmp_store_new@VMPAGE_0.2");
+VMP_EXPORT int vmp_store_new_0_2(vmp_store **storep, const vmp_store_ops *ops,
+				 void *ctx, size_t blksize);
+VMP_EXPORT int vmp_store_new_0_2(vmp_store **storep, const vmp_store_ops *ops,
+				 void *ctx, size_t blksize)
+{
+	return store_new(storep, ops, offsetof(vmp_store_ops, discarded), ctx,
+			 blksize);
 }
 
 void store_get(struct vmp_store *s)

@@ -11,7 +11,9 @@
  * readable with vmp_prefault() before they are read, so these tests also
  * run under valgrind.
  */
+#include <dlfcn.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -825,10 +827,89 @@ static void test_create_free_cycle(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* --- programs built against older headers ------------------------------- */
+
+/* A program built before 0.3 gets vmp_ram_stats@VMPAGE_0.1, which fills
+ * no more than the fields that version knew. */
+static void test_stats_old_version(void **state)
+{
+	typedef int (*stats_fn)(vmp_ram *, struct vmp_stats *);
+	void *lib = dlopen("libvmpage.so.0", RTLD_NOW | RTLD_NOLOAD);
+	stats_fn old;
+	struct vmp_stats st;
+	vmp_ram *ram;
+
+	(void)state;
+	assert_non_null(lib);
+	old = (stats_fn)dlvsym(lib, "vmp_ram_stats", "VMPAGE_0.1");
+	assert_non_null(old);
+	assert_ok(vmp_ram_new(&ram, 12345 * os_page()));
+	memset(&st, 0xa5, sizeof(st));
+	assert_ok(old(ram, &st));
+	assert_u64(st.limit_bytes, 12345 * os_page());
+	assert_u64(st.buffer_bytes, 0xa5a5a5a5a5a5a5a5ull); /* untouched */
+	assert_u64(st.writeback_pages, 0xa5a5a5a5a5a5a5a5ull);
+	assert_ok(vmp_ram_free(ram));
+	dlclose(lib);
+}
+
+/* A program built against 0.2 gets vmp_store_new@VMPAGE_0.2, which reads
+ * its table only up to loadblks: what lies after it is not a hook. */
+static int hook_past_the_table(void *ctx)
+{
+	(void)ctx;
+	fail_msg("a hook read from past the end of a 0.2 table was called");
+	return 0;
+}
+
+static int zero_loadblk(void *ctx, uint64_t blk, void *buf)
+{
+	(void)ctx;
+	(void)blk;
+	memset(buf, 0, os_page());
+	return 0;
+}
+
+static void test_store_new_old_version(void **state)
+{
+	typedef int (*store_new_fn)(vmp_store **, const vmp_store_ops *, void *,
+				    size_t);
+	void *lib = dlopen("libvmpage.so.0", RTLD_NOW | RTLD_NOLOAD);
+	union {
+		vmp_store_ops ops;
+		int (*slot[sizeof(vmp_store_ops) / sizeof(void (*)(void))])(void *);
+	} table;
+	size_t first_new = offsetof(vmp_store_ops, discarded) / sizeof(table.slot[0]);
+	store_new_fn old;
+	vmp_store *store;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+
+	(void)state;
+	assert_non_null(lib);
+	old = (store_new_fn)dlvsym(lib, "vmp_store_new", "VMPAGE_0.2");
+	assert_non_null(old);
+	memset(&table, 0, sizeof(table));
+	table.ops.loadblk = zero_loadblk;
+	/* what a 0.2 program's memory holds past its table: anything */
+	for (size_t i = first_new; i < ARRAY_LEN(table.slot); i++)
+		table.slot[i] = hook_past_the_table;
+	assert_ok(old(&store, &table.ops, NULL, os_page()));
+	assert_ok(vmp_ram_new(&ram, 0));
+	assert_ok(vmp_fileh_open(&fh, ram, store, 0));
+	assert_ok(vmp_discard(fh)); /* would call ops.discarded */
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_store_free(store));
+	assert_ok(vmp_ram_free(ram));
+	dlclose(lib);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ram_new_null),
+		cmocka_unit_test(test_stats_old_version),
+		cmocka_unit_test(test_store_new_old_version),
 		cmocka_unit_test(test_ram_calls_null),
 		T(test_ram_stats_null_out),
 		T(test_ram_free_busy),

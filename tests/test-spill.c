@@ -11,7 +11,6 @@
  * test runs random operations against a plain in-memory model.
  */
 #include <dirent.h>
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -768,31 +767,6 @@ static void test_reclaimer_args(void **state)
 	assert_ok(vmp_ram_free(ram));
 }
 
-/* --- the stats ABI -------------------------------------------------------- */
-
-/* A program built before 0.3 gets vmp_ram_stats@VMPAGE_0.1, which fills
- * no more than the fields that version knew. */
-static void test_stats_old_version(void **state)
-{
-	typedef int (*stats_fn)(vmp_ram *, struct vmp_stats *);
-	void *lib = dlopen("libvmpage.so.0", RTLD_NOW | RTLD_NOLOAD);
-	stats_fn old;
-	struct vmp_stats st;
-	vmp_ram *ram;
-
-	(void)state;
-	assert_non_null(lib);
-	old = (stats_fn)dlvsym(lib, "vmp_ram_stats", "VMPAGE_0.1");
-	assert_non_null(old);
-	assert_ok(vmp_ram_new(&ram, 12345 * os_page()));
-	memset(&st, 0xa5, sizeof(st));
-	assert_ok(old(ram, &st));
-	assert_u64(st.limit_bytes, 12345 * os_page());
-	assert_u64(st.buffer_bytes, 0xa5a5a5a5a5a5a5a5ull); /* untouched */
-	assert_u64(st.writeback_pages, 0xa5a5a5a5a5a5a5a5ull);
-	assert_ok(vmp_ram_free(ram));
-	dlclose(lib);
-}
 
 /* --- races found in review ------------------------------------------------ */
 
@@ -947,7 +921,6 @@ int main(void)
 		FD_TEST(test_model_reclaimer),
 		FD_TEST(test_reclaimer),
 		cmocka_unit_test(test_reclaimer_args),
-		cmocka_unit_test(test_stats_old_version),
 		FD_TEST(test_spill_readback_holds_room),
 		cmocka_unit_test(test_spill_open_cancel),
 	};
