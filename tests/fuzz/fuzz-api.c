@@ -1075,7 +1075,7 @@ static void op_fh_open(void)
 		return;
 	switch (fsel % 8) {
 	case 4: case 5: flags = VMP_OVERLAY; break;
-	case 6: flags = (fsel & 8) ? VMP_NO_READAHEAD : 1u << 2; break;
+	case 6: flags = (fsel & 8) ? VMP_NO_READAHEAD : 1u << 4; break;
 	case 7: flags = 0x80000000u | fsel; break;
 	default: flags = 0;
 	}
