@@ -421,9 +421,7 @@ enum vmp_fileh_flags {
 	 *  spill file, in page order with the others, inside the same
 	 *  writeout_begin/commit), vmp_discard() drops them and frees their
 	 *  file space, vmp_invalidate() keeps them.  A spill write that fails
-	 *  (ENOSPC, EIO; EFBIG for a page beyond the largest file of the
-	 *  spill file system: page i lives at offset i * blksize of the
-	 *  sparse file) fails the fault that needed the room
+	 *  (ENOSPC, EIO) fails the fault that needed the room
 	 *  (VMP_FAULT_EVICT) and loses nothing: the pages stay in memory.
 	 *  Not with VMP_OVERLAY or VMP_WRITEBACK. */
 	VMP_SPILL = 1u << 2,
@@ -603,7 +601,7 @@ enum vmp_fault_what {
 				    loads nested more than 16 deep (-ELOOP) */
 	VMP_FAULT_EVICT,       /**< dirty pages could not leave memory to
 				    make room: the spill file's error
-				    (VMP_SPILL: -ENOSPC, -EIO, -EFBIG), or
+				    (VMP_SPILL: -ENOSPC, -EIO), or
 				    storeblk's or a writeout hook's
 				    (VMP_WRITEBACK); also a spilled page
 				    that could not be read back */

@@ -2,8 +2,17 @@
 /*
  * evict.c: making room from dirty pages, for the handles that allow it.
  * VMP_SPILL writes them to the handle's spill file and keeps them dirty
- * (spilled: PAGE_SPILLED, on fh->spilled, shown PROT_NONE, not charged);
+ * (spilled: PAGE_SPILLED, on no list, shown PROT_NONE, not charged);
  * VMP_WRITEBACK stores them with storeblk and drops them, clean.
+ *
+ * The spill file is a log: a batch goes to the next free slots
+ * (fh->spill_next), in one write, whatever the pages' indices, and each
+ * page remembers its slot (page->spill_slot).  A slot is never reused:
+ * a page read back punches its slot, and the file is truncated and
+ * started over once nothing is spilled (after a commit or a discard).  So
+ * the file holds what is spilled, and its size grows only with the
+ * spills of one transaction (by a page each: 4 G spills of 4 KiB pages
+ * before ext4's 16 TiB).
  *
  * When.  ram_charge() reclaims clean pages first.  When only dirty pages
  * are left and some may leave, it answers -EAGAIN, and the fault, once it
@@ -103,31 +112,34 @@ static size_t take_oldest(struct vmp_fileh *fh, uint64_t bytes,
 	return n;
 }
 
-/* Copy pages[0..n) (sorted) from the memfd to the spill file, a run of
- * neighbours at a time, through one buffer.  No lock held. */
-static int spill_write(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+/* Copy pages[0..n) (sorted) from the memfd, a run of neighbours at a
+ * time, into one buffer, and write it to slots [@slot, @slot + n) of the
+ * spill file.  No lock held. */
+static int spill_write(struct vmp_fileh *fh, struct vmp_page **pages, size_t n,
+		       uint64_t slot)
 {
 	size_t ps = fh_pagesize(fh), i, len, got = 0;
-	void *buf = bounce_get(n * ps, &got);
+	char *buf = bounce_get(n * ps, &got);
 	int ret = buf ? 0 : -ENOMEM;
 
 	for (i = 0; i < n && !ret; i += len) {
-		uint64_t off = pages[i]->index << fh->pageshift;
 		for (len = 1; i + len < n &&
 			      pages[i + len]->index == pages[i]->index + len; len++)
 			;
-		ret = os_pread_zerofill(fh->memfd, buf, len * ps, off);
-		if (!ret)
-			ret = os_pwrite_full(fh->spill_fd, buf, len * ps, off);
+		ret = os_pread_zerofill(fh->memfd, buf + i * ps, len * ps,
+					pages[i]->index << fh->pageshift);
 	}
+	if (!ret)
+		ret = os_pwrite_full(fh->spill_fd, buf, n * ps, slot << fh->pageshift);
 	if (buf && !bounce_put(buf, got))
 		bounce_free(buf, got);
 	return ret;
 }
 
 /* Spilled: pages[0..n) (sorted, in memory, not written since they were
- * copied) leave memory.  ram->lock held. */
-static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
+ * copied to slots[0..n)) leave memory.  ram->lock held. */
+static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages,
+			const uint64_t *slots, size_t n)
 {
 	vmp_ram *ram = fh->ram;
 	size_t ps = fh_pagesize(fh), i, j, len;
@@ -143,7 +155,8 @@ static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 		for (j = i; j < i + len; j++) {
 			struct vmp_page *p = pages[j];
 			p->flags = PAGE_SPILLED;
-			list_move_tail(&p->link, &fh->spilled);
+			list_del(&p->link);
+			p->spill_slot = slots[j];
 			fh->nspilled++;
 			ram->dirty_bytes -= ps;
 			ram->spilled_bytes += ps;
@@ -160,6 +173,7 @@ static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 static int evict_batch(vmp_ram *ram, uint64_t bytes, struct vmp_fault_error *fe)
 {
 	struct vmp_page *pages[EVICT_BATCH];
+	uint64_t slots[EVICT_BATCH], slot = 0;
 	struct vmp_fileh *fh = pick_handle(ram);
 	size_t n, i, k = 0;
 	int ret;
@@ -167,12 +181,16 @@ static int evict_batch(vmp_ram *ram, uint64_t bytes, struct vmp_fault_error *fe)
 	if (!fh)
 		return 0;
 	n = take_oldest(fh, bytes, pages);
+	if (fh->flags & VMP_SPILL) {
+		slot = fh->spill_next; /* no other eviction of fh meanwhile */
+		fh->spill_next += n;
+	}
 	if ((ret = write_protect(fh, pages, n)))
 		return fail(fe, VMP_FAULT_MAPLIMIT, ret);
 	fh->evicting = true;
 	fault_unlock(ram);
 	if (fh->flags & VMP_SPILL)
-		ret = spill_write(fh, pages, n);
+		ret = spill_write(fh, pages, n, slot);
 	else
 		ret = store_pages(fh, pages, NULL, n);
 	fault_lock(ram);
@@ -183,11 +201,14 @@ static int evict_batch(vmp_ram *ram, uint64_t bytes, struct vmp_fault_error *fe)
 	if (ret)
 		return fail(fe, VMP_FAULT_EVICT, ret);
 	/* only pages not written since leave */
-	for (i = 0; i < n; i++)
-		if (pages[i]->flags & PAGE_WP)
+	for (i = 0; i < n; i++) {
+		if (pages[i]->flags & PAGE_WP) {
+			slots[k] = slot + i;
 			pages[k++] = pages[i];
+		}
+	}
 	if (fh->flags & VMP_SPILL) {
-		ret = spill_finish(fh, pages, k);
+		ret = spill_finish(fh, pages, slots, k);
 	} else {
 		ram->stats.writeback_pages += k;
 		ret = fh_drop_pages(fh, pages, k); /* clean now, and cold */
@@ -227,6 +248,7 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	vmp_ram *ram = fh->ram;
 	size_t ps = fh_pagesize(fh), got = 0;
 	uint64_t off = p->index << fh->pageshift;
+	uint64_t spill_off = p->spill_slot << fh->pageshift;
 	struct vmp_page to = *p;
 	void *buf;
 	long cost;
@@ -249,7 +271,7 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	fh->nmoving++;
 	fault_unlock(ram);
 	buf = bounce_get(ps, &got);
-	ret = buf ? os_pread_zerofill(fh->spill_fd, buf, ps, off) : -ENOMEM;
+	ret = buf ? os_pread_zerofill(fh->spill_fd, buf, ps, spill_off) : -ENOMEM;
 	if (!ret)
 		ret = os_pwrite_full(fh->memfd, buf, ps, off);
 	if (buf && !bounce_put(buf, got))
@@ -275,10 +297,10 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	/* its copy in the file is stale now, unless a writeout in progress
 	 * reads it (the file is trimmed once nothing is spilled) */
 	if (!fh->writeout_busy)
-		(void)os_punch(fh->spill_fd, off, ps);
+		(void)os_punch(fh->spill_fd, spill_off, ps);
 	p->flags = to.flags;
 	p->mapper = thread_tag();
-	list_move_tail(&p->link, &fh->dirty);
+	list_add_tail(&p->link, &fh->dirty); /* (over spill_slot) */
 	fh->nspilled--;
 	ram->spilled_bytes -= ps;
 	ram->dirty_bytes += ps;

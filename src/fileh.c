@@ -35,13 +35,13 @@ void page_drop(struct vmp_page *p)
 	if (p->state == PAGE_LOADED) {
 		lru_remove(ram, p);
 	} else if (p->state == PAGE_DIRTY) {
-		list_del(&p->link);
 		fh->ndirty--;
-		if (p->flags & PAGE_SPILLED) {
+		if (p->flags & PAGE_SPILLED) { /* on no list */
 			fh->nspilled--;
 			ram->spilled_bytes -= ps;
 			ps = 0; /* not charged */
 		} else {
+			list_del(&p->link);
 			ram->dirty_bytes -= ps;
 		}
 	} else { /* LOADING pages are on no list */
@@ -76,9 +76,9 @@ int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 		ret = fh_remap_run(fh, idx, len, pages[i], &page_absent);
 		if (ret)
 			return ret;
-		(void)os_punch((pages[i]->flags & PAGE_SPILLED) ? fh->spill_fd
-								: fh->memfd,
-			       idx << fh->pageshift, (uint64_t)len << fh->pageshift);
+		/* (spilled pages leave their slots to spill_trim()) */
+		(void)os_punch(fh->memfd, idx << fh->pageshift,
+			       (uint64_t)len << fh->pageshift);
 		for (j = i; j < i + len; j++)
 			page_drop(pages[j]);
 	}
@@ -179,7 +179,6 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 	fh->spill_fd = -1;
 	pagemap_init(&fh->pagemap);
 	list_init(&fh->dirty);
-	list_init(&fh->spilled);
 	list_init(&fh->vmas);
 	if ((flags & VMP_OVERLAY) && (ret = open_base(fh)))
 		goto out_free;
@@ -272,6 +271,7 @@ VMP_EXPORT int vmp_fileh_set_spill_dir(vmp_fileh *fh, const char *dir)
 	} else {
 		int old = fh->spill_fd;
 		fh->spill_fd = fd;
+		fh->spill_next = 0;
 		fd = old;
 	}
 	ram_unlock_api(fh->ram, &saved);
@@ -315,13 +315,32 @@ void writeout_wait(struct vmp_fileh *fh)
 		pthread_cond_wait(&fh->ram->writeout_cond, &fh->ram->lock);
 }
 
+/* Add the spilled pages of @fh to pages[n..]: they are on no list, so
+ * the pagemap is searched (its resident pages too: at most the limit's).
+ * The new count, or -ENOMEM. */
+static long collect_spilled(struct vmp_fileh *fh, struct vmp_page **pages,
+			    long n)
+{
+	struct vmp_page **all;
+	long nall = pagemap_collect(&fh->pagemap, 0, UINT64_MAX, &all), i;
+
+	if (nall < 0)
+		return nall;
+	for (i = 0; i < nall; i++)
+		if (all[i]->flags & PAGE_SPILLED)
+			pages[n++] = all[i];
+	free(all);
+	return n;
+}
+
 /*
  * The dirty pages of @fh sorted by index, or -ENOMEM.  One malloc'ed
- * block: *@pagesp, then (if @from_spill) one byte per page, set where the
- * page is spilled now (ram->lock held: it cannot change unnoticed).
+ * block: *@pagesp, then (if @spill_slot) per page its slot in the spill
+ * file if it is spilled now, else SPILL_NONE (ram->lock held: it cannot
+ * change unnoticed).
  */
 static long collect_dirty(struct vmp_fileh *fh, struct vmp_page ***pagesp,
-			  uint8_t **from_spill)
+			  uint64_t **spill_slot)
 {
 	struct vmp_page **pages, *p;
 	long n = 0, i;
@@ -329,18 +348,22 @@ static long collect_dirty(struct vmp_fileh *fh, struct vmp_page ***pagesp,
 	*pagesp = NULL;
 	if (!fh->ndirty)
 		return 0;
-	pages = malloc(fh->ndirty * (sizeof(*pages) + 1));
+	pages = malloc(fh->ndirty * (sizeof(*pages) + sizeof(uint64_t)));
 	if (!pages)
 		return -ENOMEM;
 	list_for_each_entry(p, &fh->dirty, link)
 		pages[n++] = p;
-	list_for_each_entry(p, &fh->spilled, link)
-		pages[n++] = p;
+	if (fh->nspilled && (n = collect_spilled(fh, pages, n)) < 0) {
+		free(pages);
+		return n;
+	}
 	qsort(pages, (size_t)n, sizeof(*pages), page_cmp_index);
-	if (from_spill) {
-		*from_spill = (uint8_t *)(pages + n);
+	if (spill_slot) {
+		*spill_slot = (uint64_t *)(pages + n);
 		for (i = 0; i < n; i++)
-			(*from_spill)[i] = !!(pages[i]->flags & PAGE_SPILLED);
+			(*spill_slot)[i] = (pages[i]->flags & PAGE_SPILLED)
+						   ? pages[i]->spill_slot
+						   : SPILL_NONE;
 	}
 	*pagesp = pages;
 	return n;
@@ -415,7 +438,7 @@ static int call_discarded(void *arg)
  * pages pinned by writeout_busy or evicting; in a buffer of the pool,
  * for an eviction calls this in the fault handler. */
 int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
-		const uint8_t *from_spill, size_t n)
+		const uint64_t *spill_slot, size_t n)
 {
 	const vmp_store_ops *ops = &fh->ops;
 	size_t ps = fh_pagesize(fh), got = 0;
@@ -430,9 +453,11 @@ int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 	if (ret)
 		goto out;
 	for (i = 0; i < n && !ret; i++) {
-		int fd = from_spill && from_spill[i] ? fh->spill_fd : fh->memfd;
+		bool spilled = spill_slot && spill_slot[i] != SPILL_NONE;
 		c.blk = pages[i]->index;
-		ret = os_pread_zerofill(fd, buf, ps, c.blk << fh->pageshift);
+		ret = os_pread_zerofill(spilled ? fh->spill_fd : fh->memfd, buf, ps,
+					(spilled ? spill_slot[i] : c.blk)
+						<< fh->pageshift);
 		if (!ret)
 			ret = callback_run(call_storeblk, &c, NULL);
 	}
@@ -447,12 +472,14 @@ out:
 	return ret > 0 ? -EIO : ret;
 }
 
-/* No page spilled any more: free the file's space, stale copies of pages
- * read back included (evict.c). */
+/* No page spilled any more: free the file's space (slots of pages that
+ * left are only punched when read back, see evict.c) and start it over. */
 static void spill_trim(struct vmp_fileh *fh)
 {
-	if (fh->spill_fd >= 0 && !fh->nspilled)
+	if (fh->spill_fd >= 0 && !fh->nspilled && fh->spill_next) {
 		(void)os_resize(fh->spill_fd, 0);
+		fh->spill_next = 0;
+	}
 }
 
 /* Pages still write-protected were not written since: they are clean now. */
@@ -485,7 +512,7 @@ static int mark_stored(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 {
 	struct vmp_page **pages = NULL;
-	uint8_t *from_spill = NULL;
+	uint64_t *spill_slot = NULL;
 	struct api_state saved;
 	long n;
 	int ret;
@@ -498,7 +525,7 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 	if ((ret = fh_lock_api(fh, &saved)))
 		return ret;
 	writeout_wait(fh);
-	n = collect_dirty(fh, &pages, &from_spill);
+	n = collect_dirty(fh, &pages, &spill_slot);
 	if (n <= 0) {
 		ret = (int)n;
 		goto out_unlock;
@@ -512,7 +539,7 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 		fh->writeout_busy = true;
 		ram_unlock_api(fh->ram, &saved);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-		ret = store_pages(fh, pages, from_spill, (size_t)n);
+		ret = store_pages(fh, pages, spill_slot, (size_t)n);
 		pthread_setcancelstate(cancel, NULL);
 		ram_lock_api(fh->ram, &saved);
 		/* pages read back from the spill file meanwhile land first

@@ -74,9 +74,10 @@ enum page_flags {
 				       mech->fill, which maps it as it
 				       writes); shows as what it becomes
 				       (vma_class) */
-	PAGE_SPILLED = 1u << 5,     /* DIRTY, its bytes in fh->spill_fd and
-				       not in memory: on fh->spilled, shown
-				       PROT_NONE, not charged (evict.c) */
+	PAGE_SPILLED = 1u << 5,     /* DIRTY, its bytes in fh->spill_fd (at
+				       page->spill_slot) and not in memory:
+				       on no list, shown PROT_NONE, not
+				       charged (evict.c) */
 	PAGE_MOVING = 1u << 6,      /* SPILLED: a fault is reading it back
 				       with ram->lock dropped; faults on it
 				       wait (page_wait_moving) */
@@ -92,10 +93,11 @@ struct vmp_page {
 	union {
 		struct vmp_list link; /* LOADED: on ram->active, or
 					 ram->inactive if PAGE_INACTIVE;
-					 DIRTY: on fh->dirty, or fh->spilled
-					 if PAGE_SPILLED; free: on
+					 DIRTY: on fh->dirty; free: on
 					 ram->pool_free */
 		struct loading_run *run; /* LOADING: the run loading it */
+		uint64_t spill_slot;     /* DIRTY|SPILLED: its bytes are at
+					    spill_slot << pageshift */
 	};
 	uint8_t state;        /* enum page_state */
 	uint8_t flags;        /* enum page_flags */
@@ -172,7 +174,7 @@ struct vmp_store {
 
 /*
  * struct vmp_fileh.  All mutable fields under ram->lock.
- *   ndirty == length of dirty list + nspilled (length of spilled list)
+ *   ndirty == length of dirty list + nspilled (DIRTY|SPILLED pages)
  *   writeout_busy: a vmp_writeout() is storing pages (dirty pages pinned),
  *             or vmp_discard() runs the store's discarded hook
  *   evicting: an eviction is spilling or writing back pages (evict.c:
@@ -196,11 +198,10 @@ struct vmp_fileh {
 	struct vmp_pagemap pagemap;
 	struct vmp_list dirty;    /* DIRTY pages in memory via page->link,
 				     in the order they became dirty */
-	struct vmp_list spilled;  /* DIRTY|SPILLED pages via page->link */
-	uint64_t ndirty;          /* both */
+	uint64_t ndirty;          /* and spilled ones */
 	uint64_t nspilled;
-	int spill_fd;             /* VMP_SPILL: page i's bytes at offset
-				     i << pageshift; else -1 */
+	int spill_fd;             /* VMP_SPILL: the spill file, else -1 */
+	uint64_t spill_next;      /* its next free slot (evict.c) */
 	unsigned nmoving;
 	struct vmp_list vmas;     /* via vma->fh_link */
 	unsigned nvma;
@@ -416,9 +417,11 @@ size_t same_state_run(struct vmp_page **pages, size_t i, size_t n);
 int write_protect(struct vmp_fileh *fh, struct vmp_page **pages, size_t n);
 /* Call the store for pages[0..n) (sorted, write-protected and pinned),
  * bracketed by its writeout hooks; each page's bytes come from the memfd,
- * or where @from_spill[i] from the spill file.  No lock held. */
+ * or where @spill_slot[i] is not SPILL_NONE from that slot of the spill
+ * file.  No lock held. */
+#define SPILL_NONE UINT64_MAX
 int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
-		const uint8_t *from_spill, size_t n);
+		const uint64_t *spill_slot, size_t n);
 /* Wait until no writeout, eviction or read-back of @fh runs (ram->lock). */
 void writeout_wait(struct vmp_fileh *fh);
 

@@ -902,6 +902,48 @@ static void test_spill_open_cancel(void **state)
 	mock_free(c.m);
 }
 
+/* Pages far into a store spill like any others: the spill file is a log
+ * of slots, not a sparse copy of the store (which could not reach past
+ * the largest file of the spill directory's file system: 16 TiB on ext4
+ * with 4 KiB blocks, where vmp_mmap takes offsets up to 2^63). */
+static int fill_far(void *arg)
+{
+	struct fill_arg *a = arg;
+	for (a->done = a->from; a->done < a->to; a->done++)
+		memset(a->e->addr + (a->done - a->from) * a->e->ps, (int)a->done, a->e->ps);
+	return 0;
+}
+
+static void test_spill_far_offset(void **state)
+{
+	struct env e;
+	struct fill_arg fa;
+	uint64_t far = 1ull << 34; /* 64 TiB in with 4 KiB pages */
+
+	(void)state;
+	memset(&e, 0, sizeof(e));
+	vmp_fault_handler_install();
+	e.ps = os_page();
+	e.m = mock_new_generated(e.ps);
+	assert_ok(vmp_ram_new(&e.ram, LIMIT_PAGES * e.ps));
+	e.fh = open_fh(e.ram, e.m, VMP_SPILL);
+	e.addr = map_pages(e.fh, far, SET_PAGES, PROT_READ | PROT_WRITE);
+	fa = (struct fill_arg){ &e, far, far + SET_PAGES, 1, 0 };
+	assert_ok(vmp_guard(fill_far, &fa));
+	assert_u64(dirty_count(e.fh), SET_PAGES);
+	assert_true(ram_stats(e.ram).spilled_bytes > 0);
+	for (uint64_t i = 0; i < SET_PAGES; i++) {
+		const uint8_t *p = (const uint8_t *)e.addr + i * e.ps;
+		assert_int_equal(p[0], (uint8_t)(far + i));
+		assert_int_equal(p[e.ps - 1], (uint8_t)(far + i));
+	}
+	assert_ok(vmp_discard(e.fh));
+	assert_ok(vmp_munmap(e.addr));
+	assert_ok(vmp_fileh_close(e.fh));
+	assert_ok(vmp_ram_free(e.ram));
+	mock_free(e.m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -923,6 +965,7 @@ int main(void)
 		cmocka_unit_test(test_reclaimer_args),
 		FD_TEST(test_spill_readback_holds_room),
 		cmocka_unit_test(test_spill_open_cancel),
+		cmocka_unit_test(test_spill_far_offset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
