@@ -1132,6 +1132,8 @@ int main(int argc, char **argv)
 		return TEST_SKIP;
 	if (connect_cluster(&cluster, &io, no_cluster, sizeof(no_cluster)) == 0)
 		no_cluster[0] = '\0';
+	if (getenv("VMPAGE_TEST_FILTER")) /* e.g. "test_gc" */
+		cmocka_set_test_filter(getenv("VMPAGE_TEST_FILTER"));
 	ret = cmocka_run_group_tests(tests, NULL, NULL);
 	if (no_cluster[0])
 		return ret ? ret : TEST_SKIP; /* meson says SKIP, not OK */
