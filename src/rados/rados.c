@@ -156,8 +156,12 @@ static int sync_full(vmp_rados *ds)
 	int ret;
 
 	ret = head_read_map(ds->io, ds->head, &m, &map);
-	if (ret)
+	if (!ret && m.id != ds->id) /* removed, and created again */
+		ret = -ENOENT;
+	if (ret) {
+		blkmap_free(&map);
 		return ret;
+	}
 	changed = malloc((map.n ? map.n : 1) * sizeof(*changed));
 	if (!changed) {
 		blkmap_free(&map);
@@ -192,6 +196,10 @@ int sync_to(vmp_rados *ds, uint64_t upto)
 	ret = head_read_logs(ds->io, ds->head, from, upto, 0, &m, &logs, &nlogs);
 	if (ret)
 		return ret;
+	if (m.id != ds->id) { /* removed, and created again */
+		logs_free(logs, nlogs);
+		return -ENOENT;
+	}
 	if (upto == UINT64_MAX)
 		upto = m.version;
 	if (upto == from) {
@@ -315,6 +323,8 @@ static int check_rebase(vmp_rados *ds, struct commit_log *log,
 	if (!now)
 		return -ENOMEM;
 	ret = head_read_tags(ds->io, ds->head, log->blk, log->n, &m, now);
+	if (!ret && m.id != ds->id) /* removed, and created again */
+		ret = -ENOENT;
 	for (size_t i = 0; !ret && i < log->n; i++)
 		if (now[i] != log->oldtag[i])
 			ret = -EBUSY;
@@ -351,7 +361,7 @@ static int ds_writeout_commit(void *ctx)
 	for (tries = 0; tries < 100; tries++) {
 		log.version = version + 1;
 		log.time = (uint64_t)time(NULL);
-		ret = head_commit(ds->io, ds->head, &log);
+		ret = head_commit(ds->io, ds->head, ds->id, &log);
 		if (ret != -ECANCELED)
 			break;
 		ret = check_rebase(ds, &log, &version);
@@ -434,6 +444,8 @@ VMP_EXPORT int vmp_rados_create(rados_ioctx_t io, const char *name,
 	if (!io || name_ok(name) || !blksize_ok(blksize) || !nblocks ||
 	    nblocks > (UINT64_MAX >> 1) / blksize)
 		return -EINVAL;
+	if (getrandom(&m.id, sizeof(m.id), 0) != sizeof(m.id))
+		return -EIO;
 	head_oid(oid, name);
 	return head_create(io, oid, &m);
 }
@@ -531,6 +543,7 @@ VMP_EXPORT int vmp_rados_open(vmp_rados **dsp, rados_ioctx_t io,
 	}
 	ds->blksize = m.blksize;
 	ds->grace_s = m.grace_s;
+	ds->id = m.id;
 	ds->version = m.version;
 	ds->nblocks = m.nblocks;
 	ret = vmp_store_new(&store, &ds_ops, ds, ds->blksize);
@@ -574,6 +587,8 @@ VMP_EXPORT int vmp_rados_grow(vmp_rados *ds, uint64_t nblocks)
 		ret = -EBUSY;
 	while (!ret) {
 		ret = head_read_meta(ds->io, ds->head, &m);
+		if (!ret && m.id != ds->id) /* removed, and created again */
+			ret = -ENOENT;
 		if (ret)
 			break;
 		if (nblocks < m.nblocks) {
@@ -586,7 +601,7 @@ VMP_EXPORT int vmp_rados_grow(vmp_rados *ds, uint64_t nblocks)
 		log.version = m.version + 1;
 		log.time = (uint64_t)time(NULL);
 		log.nblocks = nblocks;
-		ret = head_commit(ds->io, ds->head, &log);
+		ret = head_commit(ds->io, ds->head, ds->id, &log);
 		if (ret == -ECANCELED)
 			ret = 0; /* another commit came first: again */
 		else if (!ret)
