@@ -1002,32 +1002,6 @@ static void test_remove_sweeps_orphans(void **state)
 	assert_int_equal(left, 0);
 }
 
-/* A read-only transaction ends with vmp_writeout(COMMIT) too: it is the
- * view's own commit, a sync point (vmpage-rados.h, issue 16 point 2), so
- * the view must move to the newest commit even when nothing was dirty. */
-static void test_empty_commit_syncs(void **state)
-{
-	const char *name = dsname("ec");
-	struct view a, b;
-
-	(void)state;
-	need_cluster();
-	assert_ok(vmp_fault_handler_install());
-	assert_ok(vmp_rados_create(io, name, BS, NBLK, 60));
-	view_open(&a, name, 0);
-	view_open(&b, name, VMP_NO_READAHEAD);
-	assert_block(b.p, 0, 0);
-	put_block(a.p, 0, 1);
-	assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT));
-	/* b read only: its commit is empty, still a transaction boundary */
-	assert_ok(vmp_writeout(vmp_rados_fileh(b.ds), COMMIT));
-	assert_u64(info_of(b.ds).version, 1);
-	assert_block(b.p, 0, 1);
-	view_close(&b);
-	view_close(&a);
-	assert_ok(vmp_rados_remove(io, name));
-}
-
 /* A dataset removed and created again under the same name while a view
  * is open on the old one: the view must not take the new dataset for its
  * old one (vmpage-rados.h: after a remove, syncs and commits fail with
@@ -1181,7 +1155,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_grow),
 		cmocka_unit_test(test_removed_under_view),
 		cmocka_unit_test(test_remove_sweeps_orphans),
-		cmocka_unit_test(test_empty_commit_syncs),
 		cmocka_unit_test(test_recreated_under_view),
 		cmocka_unit_test_teardown(test_cluster_gone, thaw_cluster),
 	};
