@@ -341,6 +341,7 @@ static int ds_writeout_commit(void *ctx)
 	vmp_rados *ds = ctx;
 	struct commit_log log = { 0 };
 	uint64_t version = ds->base;
+	bool unknown = false;
 	int ret, tries;
 
 	ret = writer_wait(&ds->w);
@@ -362,6 +363,12 @@ static int ds_writeout_commit(void *ctx)
 		log.version = version + 1;
 		log.time = (uint64_t)time(NULL);
 		ret = head_commit(ds->io, ds->head, ds->id, &log);
+		/* an error of the op itself (a timeout, a lost connection)
+		 * does not say it was not applied: the head may name our
+		 * objects now.  Only a failed compare (-ECANCELED), a missing
+		 * head or our own allocation say so. */
+		unknown = ret && ret != -ECANCELED && ret != -ENOENT &&
+			  ret != -ENOMEM;
 		if (ret != -ECANCELED)
 			break;
 		ret = check_rebase(ds, &log, &version);
@@ -373,6 +380,9 @@ static int ds_writeout_commit(void *ctx)
 	free(log.oldtag);
 	if (ret == -EBUSY)
 		count(&ds->conflicts, 1);
+	if (unknown)
+		ds->w.n = 0; /* abort keeps the objects: vmp_rados_remove() sweeps
+				them if they are orphans */
 	if (ret)
 		return ret;
 	/* committed: from here on nothing may fail the writeout */
