@@ -1117,6 +1117,103 @@ static void test_commit_reply_lost(void **state)
 	assert_ok(vmp_rados_remove(io, name));
 }
 
+struct slow_commit {
+	vmp_fileh *fh;
+	int rc;
+	volatile bool done;
+};
+
+static void *slow_commit_thread(void *arg)
+{
+	struct slow_commit *sc = arg;
+
+	sc->rc = vmp_writeout(sc->fh, COMMIT);
+	sc->done = true;
+	return NULL;
+}
+
+/* A commit rebased over commits whose logs were trimmed (grace 0) ends in
+ * a full reload of the map (sync_full), which reads the NEWEST state; when
+ * another commit landed after its own meanwhile, the view sets its own
+ * blocks back to its own tags (its pages are marked stored with its bytes)
+ * while the rest of the map is of the later commit: the next transaction
+ * reads a state no commit made.  Here view a (a client whose replies are
+ * delayed, so that its window is wide) commits block 0; view c, as soon as
+ * it sees that commit, changes blocks 0 and 1 together and commits; a then
+ * shows c's block 1 beside its own block 0. */
+static void test_commit_sync_full_mixed(void **state)
+{
+	const char *name = dsname("mix");
+	struct slow_commit sc = { 0 };
+	rados_t cl2;
+	rados_ioctx_t io2;
+	struct view a, b, c;
+	pthread_t th;
+	double t0;
+	bool c_done = false;
+
+	(void)state;
+	need_cluster();
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(rados_create(&cl2, NULL));
+	assert_ok(rados_conf_read_file(cl2, getenv("VMPAGE_RADOS_CONF")));
+	assert_ok(rados_conf_set(cl2, "ms_inject_delay_type", "osd"));
+	assert_ok(rados_conf_set(cl2, "ms_inject_delay_max", "0.3"));
+	assert_ok(rados_conf_set(cl2, "ms_inject_delay_probability", "0"));
+	assert_ok(rados_connect(cl2));
+	assert_ok(rados_ioctx_create(cl2, getenv("VMPAGE_RADOS_POOL") ?
+				     getenv("VMPAGE_RADOS_POOL") : "vmpage", &io2));
+	assert_ok(vmp_rados_create(io, name, BS, NBLK, 0));
+	assert_ok(vmp_ram_new(&a.ram, 0));
+	assert_ok(vmp_rados_open(&a.ds, io2, name, a.ram, VMP_NO_READAHEAD));
+	assert_ok(vmp_mmap(vmp_rados_fileh(a.ds), 0, NBLK,
+			   PROT_READ | PROT_WRITE, (void **)&a.p));
+	view_open(&b, name, 0);
+	view_open(&c, name, VMP_NO_READAHEAD);
+	/* two commits of others: a's commit rebases over both, and the log
+	 * of the first is trimmed by the second (grace 0) */
+	for (uint32_t v = 1; v <= 2; v++) {
+		put_block(b.p, 5, v);
+		assert_ok(vmp_writeout(vmp_rados_fileh(b.ds), COMMIT));
+	}
+	put_block(a.p, 0, 7);
+	sc.fh = vmp_rados_fileh(a.ds);
+	assert_ok(rados_conf_set(cl2, "ms_inject_delay_probability", "1"));
+	assert_int_equal(pthread_create(&th, NULL, slow_commit_thread, &sc), 0);
+	t0 = now_s();
+	while (!sc.done && now_s() - t0 < 30) {
+		assert_ok(vmp_rados_sync(c.ds));
+		if (info_of(c.ds).version >= 3 && has_block(c.p, 0, 7)) {
+			put_block(c.p, 0, 8);
+			put_block(c.p, 1, 8);
+			assert_ok(vmp_writeout(vmp_rados_fileh(c.ds), COMMIT));
+			c_done = true;
+			break;
+		}
+		usleep(500);
+	}
+	pthread_join(th, NULL);
+	assert_ok(rados_conf_set(cl2, "ms_inject_delay_probability", "0"));
+	assert_ok(sc.rc);
+	print_message("mixed: c committed in a's window: %s; a at version "
+		      "%llu\n", c_done ? "yes" : "no",
+		      (unsigned long long)info_of(a.ds).version);
+	/* whatever state a reads, it is one commit's: blocks 0 and 1 are
+	 * both c's (v4) or block 0 a's and block 1 zeros (v3) */
+	if (has_block(a.p, 1, 8))
+		assert_block(a.p, 0, 8);
+	else
+		assert_block(a.p, 0, 7);
+	assert_ok(vmp_munmap(a.p));
+	assert_ok(vmp_rados_close(a.ds));
+	assert_ok(vmp_ram_free(a.ram));
+	view_close(&c);
+	view_close(&b);
+	rados_ioctx_destroy(io2);
+	rados_shutdown(cl2);
+	assert_ok(vmp_rados_remove(io, name));
+}
+
 /* tests/ceph-cluster freeze|thaw: 0 or why not in @why. */
 static int cluster_cmd(const char *cmd, char *why, size_t len)
 {
@@ -1234,6 +1331,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_sweeps_orphans),
 		cmocka_unit_test(test_recreated_under_view),
 		cmocka_unit_test(test_commit_reply_lost),
+		cmocka_unit_test(test_commit_sync_full_mixed),
 		cmocka_unit_test_teardown(test_cluster_gone, thaw_cluster),
 	};
 	ssize_t n;
