@@ -336,6 +336,57 @@ static int check_rebase(vmp_rados *ds, struct commit_log *log,
 	return ret;
 }
 
+/* A full reload (sync_full) reads the newest state, which may be past the
+ * view's own commit @version: a later commit may have changed its blocks,
+ * whose pages are about to be marked stored with the view's bytes.  Take
+ * the commits after @version back out of the map with their logs (the tags
+ * they replaced), so that the view is exactly at its commit.  commit_lock
+ * held. */
+static int back_to(vmp_rados *ds, uint64_t version, uint64_t nblocks)
+{
+	struct commit_log *logs;
+	struct head_meta m;
+	uint64_t from = ds->version, *blk;
+	size_t nlogs, n = 0, i;
+	int ret, inval;
+
+	if (from <= version)
+		return 0;
+	ret = head_read_logs(ds->io, ds->head, version, from, 0, &m, &logs,
+			     &nlogs);
+	if (ret)
+		return ret;
+	if (m.id != ds->id || nlogs != from - version ||
+	    logs[0].version != version + 1 || logs[nlogs - 1].version != from) {
+		logs_free(logs, nlogs); /* trimmed: the next sync reloads */
+		return -ESTALE;
+	}
+	for (i = 0; i < nlogs; i++)
+		n += logs[i].n;
+	if (!(blk = malloc((n ? n : 1) * sizeof(*blk)))) {
+		logs_free(logs, nlogs);
+		return -ENOMEM;
+	}
+	n = 0;
+	pthread_mutex_lock(&ds->lock);
+	for (i = nlogs; i-- > 0 && !ret;)
+		for (uint64_t j = 0; j < logs[i].n && !ret; j++) {
+			ret = blkmap_set(&ds->map, logs[i].blk[j],
+					 logs[i].oldtag[j]);
+			blk[n++] = logs[i].blk[j];
+		}
+	if (!ret) {
+		ds->version = version;
+		ds->nblocks = nblocks;
+	}
+	pthread_mutex_unlock(&ds->lock);
+	/* loaded at the later state meanwhile: load again */
+	inval = invalidate(ds, blk, n);
+	free(blk);
+	logs_free(logs, nlogs);
+	return ret ? ret : inval;
+}
+
 static int ds_writeout_commit(void *ctx)
 {
 	vmp_rados *ds = ctx;
@@ -390,6 +441,8 @@ static int ds_writeout_commit(void *ctx)
 	kill_point(ds, 4);
 	if (sync_to(ds, log.version))
 		ds->need_full = true; /* moved at the next sync point */
+	else if (back_to(ds, log.version, log.nblocks))
+		ds->need_full = true;
 	/* our blocks, whatever that sync did: we know their tags */
 	pthread_mutex_lock(&ds->lock);
 	for (size_t i = 0; i < ds->w.n; i++)
