@@ -1214,6 +1214,50 @@ static void test_commit_sync_full_mixed(void **state)
 	assert_ok(vmp_rados_remove(io, name));
 }
 
+/* Grace 1 s: a view still on the superseded snapshot may load the old
+ * version for 1 s after the commit that superseded it.  Commit times are
+ * whole seconds (time(NULL)) and the collector deletes a version once
+ * time + grace <= now: a version superseded at x.95 s is deleted at the
+ * next commit after (x+1).0 s, kept 0.05 s instead of 1 s. */
+static void test_gc_grace_kept(void **state)
+{
+	const char *name = dsname("grace");
+	struct timespec ts;
+	struct view a, b;
+	double t_sup;
+	int rc;
+
+	(void)state;
+	need_cluster();
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_rados_create(io, name, BS, NBLK, 1));
+	view_open(&a, name, 0);
+	put_block(a.p, 0, 1);
+	assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT));
+	view_open(&b, name, VMP_NO_READAHEAD); /* at v1, nothing loaded */
+	/* just before a second begins */
+	do {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		usleep(1000);
+	} while (ts.tv_nsec < 900000000L);
+	put_block(a.p, 0, 2);
+	assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT)); /* supersedes */
+	t_sup = now_s();
+	usleep(200000);
+	put_block(a.p, 1, 3);
+	assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT)); /* collects */
+	rc = vmp_guard(read_byte, b.p);
+	print_message("grace 1 s: the old version loads with %s %.2f s after "
+		      "it was superseded\n", errname(rc < 0 ? rc : 0),
+		      now_s() - t_sup);
+	assert_true(now_s() - t_sup < 1.0); /* still within the grace */
+	assert_true(rc >= 0);
+	assert_block(b.p, 0, 1);
+	view_close(&b);
+	view_close(&a);
+	assert_ok(vmp_rados_remove(io, name));
+}
+
 /* tests/ceph-cluster freeze|thaw: 0 or why not in @why. */
 static int cluster_cmd(const char *cmd, char *why, size_t len)
 {
@@ -1332,6 +1376,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_recreated_under_view),
 		cmocka_unit_test(test_commit_reply_lost),
 		cmocka_unit_test(test_commit_sync_full_mixed),
+		cmocka_unit_test(test_gc_grace_kept),
 		cmocka_unit_test_teardown(test_cluster_gone, thaw_cluster),
 	};
 	ssize_t n;
