@@ -515,7 +515,11 @@ long head_gc(rados_ioctx_t io, const char *name, const char *oid,
 	if (ret)
 		return ret;
 	nuse = nlogs;
-	while (k < nuse && logs[k].time + grace_s <= now)
+	/* times are whole seconds: a log of second t was written before
+	 * t + 1, so it is older than the grace only from t + 1 + grace on
+	 * (grace 0: at once, the next commit after its own) */
+	while (k < nuse &&
+	       logs[k].time + grace_s + (grace_s != 0) <= now)
 		nobj += logs[k++].n;
 	if (!k)
 		goto out;
