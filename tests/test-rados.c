@@ -1258,6 +1258,48 @@ static void test_gc_grace_kept(void **state)
 	assert_ok(vmp_rados_remove(io, name));
 }
 
+/* A dead watcher (the cluster keeps its watch ~30 s) makes each notify
+ * last its whole timeout (1 s); a writer that commits more than 8 times
+ * in that second then sends no notification at all for its later commits
+ * (notify_send skips when 8 are in flight), so the live views never hear
+ * of its last commit: their notify callback and info().announced stay
+ * behind for good, not for a moment. */
+static void test_dead_watcher_live_notified(void **state)
+{
+	const char *name = dsname("dwn");
+	struct child c;
+	struct view a, b;
+	double t0;
+	uint64_t last;
+
+	(void)state;
+	need_cluster();
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_rados_create(io, name, BS, NBLK, 60));
+	view_open(&a, name, 0);
+	view_open(&b, name, 0);
+	child_start(&c, "watcher", name, NULL);
+	assert_int_equal(child_recv(&c, 30), 'w');
+	kill(c.pid, SIGKILL);
+	(void)child_wait(&c);
+	for (uint32_t v = 1; v <= 12; v++) {
+		put_block(a.p, 0, v);
+		assert_ok(vmp_writeout(vmp_rados_fileh(a.ds), COMMIT));
+	}
+	last = info_of(a.ds).version;
+	t0 = now_s();
+	while (info_of(b.ds).announced < last && now_s() - t0 < 5)
+		usleep(10000);
+	print_message("dead watcher: the live view heard of commit %llu of "
+		      "%llu (%.1f s)\n",
+		      (unsigned long long)info_of(b.ds).announced,
+		      (unsigned long long)last, now_s() - t0);
+	assert_u64(info_of(b.ds).announced, last);
+	view_close(&b);
+	view_close(&a);
+	assert_ok(vmp_rados_remove(io, name));
+}
+
 /* tests/ceph-cluster freeze|thaw: 0 or why not in @why. */
 static int cluster_cmd(const char *cmd, char *why, size_t len)
 {
@@ -1377,6 +1419,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_commit_reply_lost),
 		cmocka_unit_test(test_commit_sync_full_mixed),
 		cmocka_unit_test(test_gc_grace_kept),
+		cmocka_unit_test(test_dead_watcher_live_notified),
 		cmocka_unit_test_teardown(test_cluster_gone, thaw_cluster),
 	};
 	ssize_t n;
