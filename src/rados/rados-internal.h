@@ -141,8 +141,8 @@ struct notify_op {
 	size_t reply_len;
 };
 struct notifier {
-	struct notify_op *op[8];
-	size_t n;
+	struct notify_op **op; /* as many as are in flight */
+	size_t n, cap;
 };
 int watch_start(vmp_rados *ds);
 void watch_stop(vmp_rados *ds);
@@ -150,7 +150,8 @@ void watch_stop(vmp_rados *ds);
 void watch_check(vmp_rados *ds);
 /* Announce commit @version; never waits for watchers. */
 void notify_send(vmp_rados *ds, uint64_t version);
-/* Wait for the notifications in flight (bounded by their timeout). */
+/* Wait for the notifications in flight (bounded by their timeout); frees
+ * the notifier's array. */
 void notify_drain(struct notifier *nt);
 
 /* --- the view (rados.c) ---------------------------------------------------- */
