@@ -113,6 +113,7 @@ static int meta_from_xattrs(rados_xattrs_iter_t it, struct head_meta *m)
 	unsigned seen = 0;
 	int ret = 0;
 
+	m->id = 0;
 	while (!ret && rados_getxattrs_next(it, &name, &val, &len) == 0 && name) {
 		if (!strcmp(name, X_VERSION) && len == 16) {
 			ret = parse_u64(val, len, 16, &m->version);
@@ -131,7 +132,7 @@ static int meta_from_xattrs(rados_xattrs_iter_t it, struct head_meta *m)
 			seen |= 16;
 		}
 	}
-	if (!ret && seen != 31)
+	if (!ret && (seen & 15) != 15) /* vmp.id: 0 if absent (older heads) */
 		ret = -EUCLEAN;
 	return ret;
 }
@@ -477,7 +478,9 @@ int head_commit(rados_ioctx_t io, const char *oid, uint64_t id,
 	version_str(newver, log->version);
 	snprintf(nb, sizeof(nb), "%" PRIu64, log->nblocks);
 	version_str(idstr, id);
-	rados_write_op_cmpxattr(op, X_ID, LIBRADOS_CMPXATTR_OP_EQ, idstr, 16);
+	if (id) /* 0: a head made before vmp.id */
+		rados_write_op_cmpxattr(op, X_ID, LIBRADOS_CMPXATTR_OP_EQ,
+					idstr, 16);
 	rados_write_op_cmpxattr(op, X_VERSION, LIBRADOS_CMPXATTR_OP_EQ, oldver,
 				16);
 	rados_write_op_omap_set2(op, (char const *const *)keys,

@@ -507,8 +507,9 @@ VMP_EXPORT int vmp_rados_create(rados_ioctx_t io, const char *name,
 	if (!io || name_ok(name) || !blksize_ok(blksize) || !nblocks ||
 	    nblocks > (UINT64_MAX >> 1) / blksize)
 		return -EINVAL;
-	if (getrandom(&m.id, sizeof(m.id), 0) != sizeof(m.id))
-		return -EIO;
+	while (!m.id) /* 0 means "none" (heads made before vmp.id) */
+		if (getrandom(&m.id, sizeof(m.id), 0) != sizeof(m.id))
+			return -EIO;
 	head_oid(oid, name);
 	return head_create(io, oid, &m);
 }
