@@ -13,7 +13,9 @@
  *
  * - its own commit: vmp_writeout(fh, VMP_WRITEOUT_STORE |
  *   VMP_WRITEOUT_MARKSTORED) makes all the view's changed blocks visible to
- *   other views at once, or none of them;
+ *   other views at once, or none of them (with no dirty page it calls no
+ *   store hook and moves nothing: a read-only transaction ends with
+ *   vmp_rados_sync() or vmp_discard());
  * - its abort: vmp_discard(fh);
  * - vmp_rados_sync().
  *
