@@ -13,7 +13,9 @@
  *
  * - its own commit: vmp_writeout(fh, VMP_WRITEOUT_STORE |
  *   VMP_WRITEOUT_MARKSTORED) makes all the view's changed blocks visible to
- *   other views at once, or none of them;
+ *   other views at once, or none of them (with no dirty page it calls no
+ *   store hook and moves nothing: a read-only transaction ends with
+ *   vmp_rados_sync() or vmp_discard());
  * - its abort: vmp_discard(fh);
  * - vmp_rados_sync().
  *
@@ -115,7 +117,11 @@ int vmp_rados_open(vmp_rados **dsp, rados_ioctx_t io, const char *name,
  * @p ds is NULL.  Commits: vmp_writeout() returns -EBUSY on a conflict (see
  * above), -EFBIG if a dirty page lies past the dataset's size, -ENOENT if
  * the dataset was removed, and librados errors; on any error the dirty
- * pages stay dirty and nothing of the commit is visible to others.
+ * pages stay dirty and nothing of the commit is visible to others, except
+ * after a librados error of the head update itself (-ETIMEDOUT with
+ * rados_osd_op_timeout, a lost connection): the cluster may have applied
+ * it, so the commit may be visible, whole (its block objects are kept; a
+ * retry then conflicts with it, and vmp_discard() shows it).
  */
 vmp_fileh *vmp_rados_fileh(vmp_rados *ds);
 

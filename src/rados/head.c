@@ -6,13 +6,15 @@
  *   xattrs  vmp.version  the newest commit number, 16 hex digits (compared
  *                        as bytes by the commit's cmpxattr: fixed width)
  *           vmp.blksize, vmp.nblocks, vmp.grace   decimal
+ *           vmp.id       drawn at creation, 16 hex digits: a dataset
+ *                        removed and created again is another one
  *   omap    b<blk>       the block's object tag, le64 (16 hex digits in
  *                        the key: keys sort in block order)
  *           c<version>   the log of that commit: le64 time, tag, nblocks,
  *                        n, then n pairs (blk, old tag)
  *
- * A commit is one rados_write_op: compare vmp.version, set the b keys and
- * the c key, set vmp.version; it happens whole or not at all.
+ * A commit is one rados_write_op: compare vmp.id and vmp.version, set the
+ * b keys and the c key, set vmp.version; it happens whole or not at all.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +29,7 @@
 #define X_BLKSIZE "vmp.blksize"
 #define X_NBLOCKS "vmp.nblocks"
 #define X_GRACE "vmp.grace"
+#define X_ID "vmp.id"
 #define PAGE_KEYS 4096 /* omap keys per read */
 
 int name_ok(const char *name)
@@ -110,6 +113,7 @@ static int meta_from_xattrs(rados_xattrs_iter_t it, struct head_meta *m)
 	unsigned seen = 0;
 	int ret = 0;
 
+	m->id = 0;
 	while (!ret && rados_getxattrs_next(it, &name, &val, &len) == 0 && name) {
 		if (!strcmp(name, X_VERSION) && len == 16) {
 			ret = parse_u64(val, len, 16, &m->version);
@@ -123,9 +127,12 @@ static int meta_from_xattrs(rados_xattrs_iter_t it, struct head_meta *m)
 		} else if (!strcmp(name, X_GRACE)) {
 			ret = parse_u64(val, len, 10, &m->grace_s);
 			seen |= 8;
+		} else if (!strcmp(name, X_ID) && len == 16) {
+			ret = parse_u64(val, len, 16, &m->id);
+			seen |= 16;
 		}
 	}
-	if (!ret && seen != 15)
+	if (!ret && (seen & 15) != 15) /* vmp.id: 0 if absent (older heads) */
 		ret = -EUCLEAN;
 	return ret;
 }
@@ -133,7 +140,7 @@ static int meta_from_xattrs(rados_xattrs_iter_t it, struct head_meta *m)
 int head_create(rados_ioctx_t io, const char *oid, const struct head_meta *m)
 {
 	rados_write_op_t op = rados_create_write_op();
-	char ver[17], bs[24], nb[24], gr[24];
+	char ver[17], bs[24], nb[24], gr[24], id[17];
 	int ret;
 
 	if (!op)
@@ -142,11 +149,13 @@ int head_create(rados_ioctx_t io, const char *oid, const struct head_meta *m)
 	snprintf(bs, sizeof(bs), "%" PRIu64, m->blksize);
 	snprintf(nb, sizeof(nb), "%" PRIu64, m->nblocks);
 	snprintf(gr, sizeof(gr), "%" PRIu64, m->grace_s);
+	version_str(id, m->id);
 	rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
 	rados_write_op_setxattr(op, X_VERSION, ver, 16);
 	rados_write_op_setxattr(op, X_BLKSIZE, bs, strlen(bs));
 	rados_write_op_setxattr(op, X_NBLOCKS, nb, strlen(nb));
 	rados_write_op_setxattr(op, X_GRACE, gr, strlen(gr));
+	rados_write_op_setxattr(op, X_ID, id, 16);
 	ret = rados_write_op_operate2(op, io, oid, NULL, 0);
 	rados_release_write_op(op);
 	return ret;
@@ -428,7 +437,8 @@ out:
 
 /* --- commit ---------------------------------------------------------------- */
 
-int head_commit(rados_ioctx_t io, const char *oid, const struct commit_log *log)
+int head_commit(rados_ioctx_t io, const char *oid, uint64_t id,
+		const struct commit_log *log)
 {
 	size_t n = log->n, i, loglen = 32 + 16 * n;
 	rados_write_op_t op = rados_create_write_op();
@@ -438,7 +448,7 @@ int head_commit(rados_ioctx_t io, const char *oid, const struct commit_log *log)
 	size_t *vlen = malloc((n + 1) * sizeof(*vlen));
 	char *keybuf = malloc((n + 1) * 18);
 	char *valbuf = malloc(8 * n + loglen);
-	char oldver[17], newver[17], nb[24];
+	char oldver[17], newver[17], nb[24], idstr[17];
 	char *rec;
 	int ret = -ENOMEM;
 
@@ -467,6 +477,10 @@ int head_commit(rados_ioctx_t io, const char *oid, const struct commit_log *log)
 	version_str(oldver, log->version - 1);
 	version_str(newver, log->version);
 	snprintf(nb, sizeof(nb), "%" PRIu64, log->nblocks);
+	version_str(idstr, id);
+	if (id) /* 0: a head made before vmp.id */
+		rados_write_op_cmpxattr(op, X_ID, LIBRADOS_CMPXATTR_OP_EQ,
+					idstr, 16);
 	rados_write_op_cmpxattr(op, X_VERSION, LIBRADOS_CMPXATTR_OP_EQ, oldver,
 				16);
 	rados_write_op_omap_set2(op, (char const *const *)keys,
@@ -504,7 +518,11 @@ long head_gc(rados_ioctx_t io, const char *name, const char *oid,
 	if (ret)
 		return ret;
 	nuse = nlogs;
-	while (k < nuse && logs[k].time + grace_s <= now)
+	/* times are whole seconds: a log of second t was written before
+	 * t + 1, so it is older than the grace only from t + 1 + grace on
+	 * (grace 0: at once, the next commit after its own) */
+	while (k < nuse &&
+	       logs[k].time + grace_s + (grace_s != 0) <= now)
 		nobj += logs[k++].n;
 	if (!k)
 		goto out;

@@ -48,6 +48,8 @@ struct head_meta {
 	uint64_t blksize;
 	uint64_t nblocks;
 	uint64_t grace_s;
+	uint64_t id;      /* drawn at creation: tells a dataset created again
+			     under the same name from the one a view reads */
 };
 
 /* One commit's log record: the blocks it changed, all to object tag
@@ -86,9 +88,10 @@ void logs_free(struct commit_log *logs, size_t n);
 /* The current tags of @n blocks, in one read with the meta. */
 int head_read_tags(rados_ioctx_t io, const char *oid, const uint64_t *blk,
 		   size_t n, struct head_meta *m, uint64_t *tags);
-/* Commit @log on top of version log->version - 1: -ECANCELED when the head
- * has another version (nothing changed then). */
-int head_commit(rados_ioctx_t io, const char *oid, const struct commit_log *log);
+/* Commit @log on top of version log->version - 1 of dataset @id: -ECANCELED
+ * when the head has another version or id (nothing changed then). */
+int head_commit(rados_ioctx_t io, const char *oid, uint64_t id,
+		const struct commit_log *log);
 /* Delete the block versions superseded by logs older than the grace
  * period (and by commits before @below only), then those logs.  Best
  * effort: returns the number of objects deleted, or a negative errno. */
@@ -138,8 +141,8 @@ struct notify_op {
 	size_t reply_len;
 };
 struct notifier {
-	struct notify_op *op[8];
-	size_t n;
+	struct notify_op **op; /* as many as are in flight */
+	size_t n, cap;
 };
 int watch_start(vmp_rados *ds);
 void watch_stop(vmp_rados *ds);
@@ -147,7 +150,8 @@ void watch_stop(vmp_rados *ds);
 void watch_check(vmp_rados *ds);
 /* Announce commit @version; never waits for watchers. */
 void notify_send(vmp_rados *ds, uint64_t version);
-/* Wait for the notifications in flight (bounded by their timeout). */
+/* Wait for the notifications in flight (bounded by their timeout); frees
+ * the notifier's array. */
 void notify_drain(struct notifier *nt);
 
 /* --- the view (rados.c) ---------------------------------------------------- */
@@ -165,6 +169,7 @@ struct vmp_rados {
 	char head[OBJ_NAME_MAX];       /* const: head object's name */
 	size_t blksize;                /* const */
 	uint64_t grace_s;              /* const */
+	uint64_t id;                   /* const: the dataset's (head_meta) */
 	vmp_fileh *fh;                 /* const once open */
 
 	pthread_mutex_t commit_lock;   /* serialises commits and syncs */

@@ -156,8 +156,12 @@ static int sync_full(vmp_rados *ds)
 	int ret;
 
 	ret = head_read_map(ds->io, ds->head, &m, &map);
-	if (ret)
+	if (!ret && m.id != ds->id) /* removed, and created again */
+		ret = -ENOENT;
+	if (ret) {
+		blkmap_free(&map);
 		return ret;
+	}
 	changed = malloc((map.n ? map.n : 1) * sizeof(*changed));
 	if (!changed) {
 		blkmap_free(&map);
@@ -192,6 +196,10 @@ int sync_to(vmp_rados *ds, uint64_t upto)
 	ret = head_read_logs(ds->io, ds->head, from, upto, 0, &m, &logs, &nlogs);
 	if (ret)
 		return ret;
+	if (m.id != ds->id) { /* removed, and created again */
+		logs_free(logs, nlogs);
+		return -ENOENT;
+	}
 	if (upto == UINT64_MAX)
 		upto = m.version;
 	if (upto == from) {
@@ -315,6 +323,8 @@ static int check_rebase(vmp_rados *ds, struct commit_log *log,
 	if (!now)
 		return -ENOMEM;
 	ret = head_read_tags(ds->io, ds->head, log->blk, log->n, &m, now);
+	if (!ret && m.id != ds->id) /* removed, and created again */
+		ret = -ENOENT;
 	for (size_t i = 0; !ret && i < log->n; i++)
 		if (now[i] != log->oldtag[i])
 			ret = -EBUSY;
@@ -326,11 +336,63 @@ static int check_rebase(vmp_rados *ds, struct commit_log *log,
 	return ret;
 }
 
+/* A full reload (sync_full) reads the newest state, which may be past the
+ * view's own commit @version: a later commit may have changed its blocks,
+ * whose pages are about to be marked stored with the view's bytes.  Take
+ * the commits after @version back out of the map with their logs (the tags
+ * they replaced), so that the view is exactly at its commit.  commit_lock
+ * held. */
+static int back_to(vmp_rados *ds, uint64_t version, uint64_t nblocks)
+{
+	struct commit_log *logs;
+	struct head_meta m;
+	uint64_t from = ds->version, *blk;
+	size_t nlogs, n = 0, i;
+	int ret, inval;
+
+	if (from <= version)
+		return 0;
+	ret = head_read_logs(ds->io, ds->head, version, from, 0, &m, &logs,
+			     &nlogs);
+	if (ret)
+		return ret;
+	if (m.id != ds->id || nlogs != from - version ||
+	    logs[0].version != version + 1 || logs[nlogs - 1].version != from) {
+		logs_free(logs, nlogs); /* trimmed: the next sync reloads */
+		return -ESTALE;
+	}
+	for (i = 0; i < nlogs; i++)
+		n += logs[i].n;
+	if (!(blk = malloc((n ? n : 1) * sizeof(*blk)))) {
+		logs_free(logs, nlogs);
+		return -ENOMEM;
+	}
+	n = 0;
+	pthread_mutex_lock(&ds->lock);
+	for (i = nlogs; i-- > 0 && !ret;)
+		for (uint64_t j = 0; j < logs[i].n && !ret; j++) {
+			ret = blkmap_set(&ds->map, logs[i].blk[j],
+					 logs[i].oldtag[j]);
+			blk[n++] = logs[i].blk[j];
+		}
+	if (!ret) {
+		ds->version = version;
+		ds->nblocks = nblocks;
+	}
+	pthread_mutex_unlock(&ds->lock);
+	/* loaded at the later state meanwhile: load again */
+	inval = invalidate(ds, blk, n);
+	free(blk);
+	logs_free(logs, nlogs);
+	return ret ? ret : inval;
+}
+
 static int ds_writeout_commit(void *ctx)
 {
 	vmp_rados *ds = ctx;
 	struct commit_log log = { 0 };
 	uint64_t version = ds->base;
+	bool unknown = false;
 	int ret, tries;
 
 	ret = writer_wait(&ds->w);
@@ -351,7 +413,13 @@ static int ds_writeout_commit(void *ctx)
 	for (tries = 0; tries < 100; tries++) {
 		log.version = version + 1;
 		log.time = (uint64_t)time(NULL);
-		ret = head_commit(ds->io, ds->head, &log);
+		ret = head_commit(ds->io, ds->head, ds->id, &log);
+		/* an error of the op itself (a timeout, a lost connection)
+		 * does not say it was not applied: the head may name our
+		 * objects now.  Only a failed compare (-ECANCELED), a missing
+		 * head or our own allocation say so. */
+		unknown = ret && ret != -ECANCELED && ret != -ENOENT &&
+			  ret != -ENOMEM;
 		if (ret != -ECANCELED)
 			break;
 		ret = check_rebase(ds, &log, &version);
@@ -363,6 +431,9 @@ static int ds_writeout_commit(void *ctx)
 	free(log.oldtag);
 	if (ret == -EBUSY)
 		count(&ds->conflicts, 1);
+	if (unknown)
+		ds->w.n = 0; /* abort keeps the objects: vmp_rados_remove() sweeps
+				them if they are orphans */
 	if (ret)
 		return ret;
 	/* committed: from here on nothing may fail the writeout */
@@ -370,6 +441,8 @@ static int ds_writeout_commit(void *ctx)
 	kill_point(ds, 4);
 	if (sync_to(ds, log.version))
 		ds->need_full = true; /* moved at the next sync point */
+	else if (back_to(ds, log.version, log.nblocks))
+		ds->need_full = true;
 	/* our blocks, whatever that sync did: we know their tags */
 	pthread_mutex_lock(&ds->lock);
 	for (size_t i = 0; i < ds->w.n; i++)
@@ -434,6 +507,9 @@ VMP_EXPORT int vmp_rados_create(rados_ioctx_t io, const char *name,
 	if (!io || name_ok(name) || !blksize_ok(blksize) || !nblocks ||
 	    nblocks > (UINT64_MAX >> 1) / blksize)
 		return -EINVAL;
+	while (!m.id) /* 0 means "none" (heads made before vmp.id) */
+		if (getrandom(&m.id, sizeof(m.id), 0) != sizeof(m.id))
+			return -EIO;
 	head_oid(oid, name);
 	return head_create(io, oid, &m);
 }
@@ -531,6 +607,7 @@ VMP_EXPORT int vmp_rados_open(vmp_rados **dsp, rados_ioctx_t io,
 	}
 	ds->blksize = m.blksize;
 	ds->grace_s = m.grace_s;
+	ds->id = m.id;
 	ds->version = m.version;
 	ds->nblocks = m.nblocks;
 	ret = vmp_store_new(&store, &ds_ops, ds, ds->blksize);
@@ -574,6 +651,8 @@ VMP_EXPORT int vmp_rados_grow(vmp_rados *ds, uint64_t nblocks)
 		ret = -EBUSY;
 	while (!ret) {
 		ret = head_read_meta(ds->io, ds->head, &m);
+		if (!ret && m.id != ds->id) /* removed, and created again */
+			ret = -ENOENT;
 		if (ret)
 			break;
 		if (nblocks < m.nblocks) {
@@ -586,7 +665,7 @@ VMP_EXPORT int vmp_rados_grow(vmp_rados *ds, uint64_t nblocks)
 		log.version = m.version + 1;
 		log.time = (uint64_t)time(NULL);
 		log.nblocks = nblocks;
-		ret = head_commit(ds->io, ds->head, &log);
+		ret = head_commit(ds->io, ds->head, ds->id, &log);
 		if (ret == -ECANCELED)
 			ret = 0; /* another commit came first: again */
 		else if (!ret)

@@ -11,6 +11,9 @@
  * the watch of a dead client for ~30 s: a synchronous notify would stall a
  * commit that long.  So notifies are asynchronous, with a short timeout;
  * their completions are reaped at the next commit and waited for at close.
+ * None is skipped: with a dead watcher each lasts its whole timeout, and a
+ * writer that committed often in that time would else never announce its
+ * last commits (at most the commits of one timeout are in flight).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -119,6 +122,9 @@ static void reap(struct notifier *nt, bool wait)
 void notify_drain(struct notifier *nt)
 {
 	reap(nt, true);
+	free(nt->op);
+	nt->op = NULL;
+	nt->cap = 0;
 }
 
 void notify_send(vmp_rados *ds, uint64_t version)
@@ -128,8 +134,14 @@ void notify_send(vmp_rados *ds, uint64_t version)
 	char payload[8];
 
 	reap(nt, false);
-	if (nt->n == sizeof(nt->op) / sizeof(nt->op[0]))
-		return; /* watchers that slow: skip one, it is a hint */
+	if (nt->n == nt->cap) {
+		size_t cap = nt->cap ? 2 * nt->cap : 8;
+		struct notify_op **g = realloc(nt->op, cap * sizeof(*g));
+		if (!g)
+			return; /* a hint: skipped */
+		nt->op = g;
+		nt->cap = cap;
+	}
 	for (int i = 0; i < 8; i++)
 		payload[i] = (char)(version >> (8 * i));
 	if (!(op = calloc(1, sizeof(*op))))
