@@ -305,8 +305,19 @@ static int role_reader(const char *name)
 	return 0;
 }
 
-/* Writer: blocks 0..7 at version (the step), commit: killed by its own
- * test hook (VMPAGE_RADOS_KILL_AT) on the way. */
+/* The library's test hook (src/rados/rados.c), called at each step of a
+ * commit: a writer started with VMPAGE_RADOS_KILL_AT=N dies at step N. */
+void vmp_rados_commit_step(int step);
+void vmp_rados_commit_step(int step)
+{
+	const char *at = getenv("VMPAGE_RADOS_KILL_AT");
+
+	if (at && atoi(at) == step)
+		raise(SIGKILL);
+}
+
+/* Writer: blocks 0..7 at version (the step), commit: killed by the test
+ * hook on the way. */
 static int role_killed_writer(const char *name)
 {
 	struct view v;

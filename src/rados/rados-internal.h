@@ -178,7 +178,6 @@ struct vmp_rados {
 	uint64_t base;                 /* its snapshot version */
 	bool need_full;                /* next sync: reload the whole map */
 	struct notifier nt;
-	int kill_at;                   /* test hook: SIGKILL at commit step */
 
 	pthread_mutex_t lock;          /* protects the snapshot: */
 	struct blkmap map;

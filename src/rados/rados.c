@@ -58,10 +58,13 @@
  * older than the grace period, then those logs (head_gc).  A view older
  * than that may find an object gone: -ESTALE at load, never other bytes.
  *
- * Test hook: the environment variable VMPAGE_RADOS_KILL_AT=N (read at
- * open) makes the process SIGKILL itself at step N of its next commit:
- * 1 after begin, 2 after the first block write was issued, 3 with every
- * block written, 4 after the head was updated, 5 after the notify.
+ * Test hook: a program that defines vmp_rados_commit_step() has it
+ * called at each step of a commit: 1 after begin, 2 after the first block
+ * write was issued, 3 with every block written, 4 after the head was
+ * updated, 5 after the notify.  The tests kill a writer there.  The
+ * library only refers to it, weakly: in other programs it is not defined
+ * and nothing is called (no environment variable of a production library
+ * can make a program kill itself).
  */
 #include <errno.h>
 #include <signal.h>
@@ -72,10 +75,13 @@
 
 #include "rados-internal.h"
 
-static void kill_point(vmp_rados *ds, int step)
+extern void vmp_rados_commit_step(int step)
+	__attribute__((weak, visibility("default")));
+
+static void commit_step(int step)
 {
-	if (ds->kill_at == step)
-		raise(SIGKILL);
+	if (vmp_rados_commit_step)
+		vmp_rados_commit_step(step);
 }
 
 static void count(uint64_t *c, uint64_t n)
@@ -292,7 +298,7 @@ static int ds_writeout_begin(void *ctx)
 		}
 	writer_init(&ds->w, ds->io, ds->name, ds->blksize, tag);
 	ds->base = ds->version;
-	kill_point(ds, 1);
+	commit_step(1);
 	return 0;
 }
 
@@ -307,7 +313,7 @@ static int ds_storeblk(void *ctx, uint64_t blk, const void *buf)
 	if (!ret)
 		ret = writer_put(&ds->w, blk, buf);
 	if (ds->w.n == 1)
-		kill_point(ds, 2);
+		commit_step(2);
 	return ret;
 }
 
@@ -398,7 +404,7 @@ static int ds_writeout_commit(void *ctx)
 	ret = writer_wait(&ds->w);
 	if (ret)
 		return ret; /* writeout_abort follows */
-	kill_point(ds, 3);
+	commit_step(3);
 	log.tag = ds->w.tag;
 	log.n = ds->w.n;
 	log.blk = ds->w.blk;
@@ -438,7 +444,7 @@ static int ds_writeout_commit(void *ctx)
 		return ret;
 	/* committed: from here on nothing may fail the writeout */
 	count(&ds->commits, 1);
-	kill_point(ds, 4);
+	commit_step(4);
 	if (sync_to(ds, log.version))
 		ds->need_full = true; /* moved at the next sync point */
 	else if (back_to(ds, log.version, log.nblocks))
@@ -456,7 +462,7 @@ static int ds_writeout_commit(void *ctx)
 		ds->need_full = true;
 	pthread_mutex_unlock(&ds->lock);
 	notify_send(ds, log.version);
-	kill_point(ds, 5);
+	commit_step(5);
 	long gc = head_gc(ds->io, ds->name, ds->head, log.version, ds->grace_s);
 	if (gc > 0)
 		count(&ds->gc_deleted, (uint64_t)gc);
@@ -579,7 +585,6 @@ VMP_EXPORT int vmp_rados_open(vmp_rados **dsp, rados_ioctx_t io,
 	vmp_rados *ds;
 	vmp_store *store;
 	struct head_meta m;
-	const char *kill;
 	int ret;
 
 	if (!dsp || !io || !ram || name_ok(name) || (flags & ~VMP_NO_READAHEAD))
@@ -592,8 +597,6 @@ VMP_EXPORT int vmp_rados_open(vmp_rados **dsp, rados_ioctx_t io,
 	head_oid(ds->head, name);
 	pthread_mutex_init(&ds->lock, NULL);
 	pthread_mutex_init(&ds->commit_lock, NULL);
-	if ((kill = getenv("VMPAGE_RADOS_KILL_AT")))
-		ds->kill_at = atoi(kill);
 	/* the watch first: a commit after the map was read is announced */
 	ret = watch_start(ds);
 	if (ret)
