@@ -418,10 +418,18 @@ int head_read_tags(rados_ioctx_t io, const char *oid, const uint64_t *blk,
 			ret = -EUCLEAN;
 			break;
 		}
-		/* few keys per commit check: a linear search will do */
-		for (size_t i = 0; i < n; i++)
-			if (blk[i] == b)
-				tags[i] = get_le64(val);
+		/* blk[] ascends (storeblk's order): a commit of 100 000
+		 * blocks must not take 10^10 steps here */
+		size_t lo = 0, hi = n;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (blk[mid] < b)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < n && blk[lo] == b)
+			tags[lo] = get_le64(val);
 	}
 out:
 	if (xit)

@@ -85,7 +85,8 @@ int head_read_logs(rados_ioctx_t io, const char *oid, uint64_t after,
 		   uint64_t upto, size_t max, struct head_meta *m,
 		   struct commit_log **logs, size_t *nlogs);
 void logs_free(struct commit_log *logs, size_t n);
-/* The current tags of @n blocks, in one read with the meta. */
+/* The current tags of @n blocks (@blk ascending), in one read with the
+ * meta. */
 int head_read_tags(rados_ioctx_t io, const char *oid, const uint64_t *blk,
 		   size_t n, struct head_meta *m, uint64_t *tags);
 /* Commit @log on top of version log->version - 1 of dataset @id: -ECANCELED
