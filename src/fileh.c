@@ -309,6 +309,17 @@ VMP_EXPORT int vmp_set_fault_error_handler(vmp_fileh *fh, vmp_fault_error_fn fn,
 
 /* --- the change set --- */
 
+/* A writeout of @fh (or a discard's hook) is over: wake the writeouts,
+ * discards and closes that wait for it, and the faults waiting for room
+ * (its pages may be evicted now). */
+static void writeout_done(struct vmp_fileh *fh)
+{
+	fh->writeout_busy = false;
+	pthread_cond_broadcast(&fh->ram->writeout_cond);
+	if (fh->ram->room_waiters)
+		pthread_cond_broadcast(&fh->ram->room_cond);
+}
+
 void writeout_wait(struct vmp_fileh *fh)
 {
 	while (fh->writeout_busy || fh->evicting || fh->nmoving)
@@ -546,10 +557,7 @@ VMP_EXPORT int vmp_writeout(vmp_fileh *fh, unsigned flags)
 		 * (still pinned: no eviction takes them in between) */
 		while (fh->nmoving)
 			pthread_cond_wait(&fh->ram->writeout_cond, &fh->ram->lock);
-		fh->writeout_busy = false;
-		pthread_cond_broadcast(&fh->ram->writeout_cond);
-		if (fh->ram->room_waiters)
-			pthread_cond_broadcast(&fh->ram->room_cond);
+		writeout_done(fh);
 	}
 	if (!ret && (flags & VMP_WRITEOUT_MARKSTORED))
 		ret = mark_stored(fh, pages, (size_t)n);
@@ -584,10 +592,7 @@ VMP_EXPORT int vmp_discard(vmp_fileh *fh)
 		ret = callback_run(call_discarded, &c, NULL);
 		pthread_setcancelstate(cancel, NULL);
 		ram_lock_api(fh->ram, &saved);
-		fh->writeout_busy = false;
-		pthread_cond_broadcast(&fh->ram->writeout_cond);
-		if (fh->ram->room_waiters)
-			pthread_cond_broadcast(&fh->ram->room_cond);
+		writeout_done(fh);
 		if (ret > 0)
 			ret = -EIO;
 	}
