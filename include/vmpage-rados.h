@@ -129,7 +129,10 @@ vmp_fileh *vmp_rados_fileh(vmp_rados *ds);
  * Move the view to the newest committed state, and invalidate the blocks
  * others changed since its snapshot.  A transaction boundary: the view
  * must have no uncommitted changes.  Waits for a commit of the view in
- * progress in another thread.
+ * progress in another thread.  Other threads reading the view while it
+ * syncs may see blocks of both states until it returns (the new map is
+ * in place before the changed blocks' pages are dropped): sync where
+ * the program's transactions end, not under its readers.
  * @return 0; -EINVAL (NULL); -EBUSY (the view has dirty pages: commit or
  *         discard them first); -ENOENT (the dataset was removed);
  *         librados errors (the view keeps its snapshot).
