@@ -29,7 +29,7 @@
  *               S4 each wrap a vmp_file_store_new object) that the input may
  *               free at any time, handles open or not; the next open on the
  *               slot makes a new object once the old one is gone.
- *   3 handles   on any store, normal or VMP_OVERLAY
+ *   3 handles   on any store, normal, VMP_SPILL or VMP_OVERLAY
  *   4 mappings  any page range (huge and overflowing ones included), any prot
  *
  * The model, per store: its bytes (the stores themselves hold them; every
@@ -801,8 +801,11 @@ static void check_ram(int r, bool empty)
 		}
 	CHECK(st.limit_bytes == rs[r].limit, "ram %d: limit_bytes %llu, set %llu", r,
 	      (unsigned long long)st.limit_bytes, (unsigned long long)rs[r].limit);
-	CHECK(st.dirty_bytes == dirty, "ram %d: dirty_bytes %llu, model %llu", r,
-	      (unsigned long long)st.dirty_bytes, (unsigned long long)dirty);
+	/* (VMP_SPILL handles: dirty pages in memory, and spilled ones) */
+	CHECK(st.dirty_bytes + st.spilled_bytes == dirty,
+	      "ram %d: dirty_bytes %llu + spilled_bytes %llu, model %llu", r,
+	      (unsigned long long)st.dirty_bytes,
+	      (unsigned long long)st.spilled_bytes, (unsigned long long)dirty);
 	CHECK(st.resident_bytes >= st.dirty_bytes, "ram %d: resident %llu < dirty %llu",
 	      r, (unsigned long long)st.resident_bytes,
 	      (unsigned long long)st.dirty_bytes);
@@ -814,7 +817,8 @@ static void check_ram(int r, bool empty)
 		      (unsigned long long)rs[r].limit);
 	CHECK(st.peak_resident_bytes >= st.resident_bytes, "ram %d: peak < resident", r);
 	if (empty)
-		CHECK(st.resident_bytes == 0 && st.dirty_bytes == 0,
+		CHECK(st.resident_bytes == 0 && st.dirty_bytes == 0 &&
+		      st.spilled_bytes == 0,
 		      "ram %d: %llu bytes resident (%llu dirty) with no handle open", r,
 		      (unsigned long long)st.resident_bytes,
 		      (unsigned long long)st.dirty_bytes);
@@ -1074,6 +1078,7 @@ static void op_fh_open(void)
 	if (hs[h].live || !rs[r].live)
 		return;
 	switch (fsel % 8) {
+	case 3: flags = VMP_SPILL; break; /* the same bytes; faults fail less */
 	case 4: case 5: flags = VMP_OVERLAY; break;
 	case 6: flags = (fsel & 8) ? VMP_NO_READAHEAD : 1u << 4; break;
 	case 7: flags = 0x80000000u | fsel; break;
@@ -1107,7 +1112,7 @@ static void op_fh_open(void)
 		note("a new store object for %s (%u before)", s->name, s->created);
 		store_new(s);
 	}
-	if (flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD))
+	if (flags & ~(unsigned)(VMP_OVERLAY | VMP_NO_READAHEAD | VMP_SPILL))
 		want = -EINVAL;
 	else if ((flags & VMP_OVERLAY) && !s->base)
 		want = -EINVAL;
