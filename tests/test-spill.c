@@ -17,7 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -340,6 +346,102 @@ static void test_spill_write_fails_sigbus(void **state)
 	}
 	assert_child_signaled(&r, SIGBUS);
 	assert_non_null(strstr(r.err, "spilled or written back"));
+}
+
+/* The fd of the spill file of the handle whose spill directory is @dir
+ * (no name, but /proc/self/fd shows where it lives); -1 if none. */
+static int spill_fd_in(const char *dir)
+{
+	char path[64], target[PATH_MAX];
+
+	for (int fd = 3; fd < 1024; fd++) {
+		ssize_t n;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = 0;
+		if (!strncmp(target, dir, strlen(dir)))
+			return fd;
+	}
+	return -1;
+}
+
+/* In a child: from now on, the system call @nr on @fd fails with EIO (a
+ * seccomp filter: it cannot be taken back, hence the child). */
+static void inject_eio(int nr, int fd)
+{
+	struct sock_filter prog[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)fd, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EIO),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog fprog = { ARRAY_LEN(prog), prog };
+
+	child_check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+	child_check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == 0);
+}
+
+/* EIO from the spill file: a spill write that fails fails the fault
+ * (VMP_FAULT_EVICT) and loses nothing; a read-back that fails too, the
+ * page staying spilled; a commit that cannot read a spilled page fails
+ * and keeps the change set. */
+static void spill_eio_child(void *arg)
+{
+	bool on_read = arg != NULL;
+	struct env e;
+	struct fault_seen seen = { 0 };
+	struct fill_arg fa;
+	int fd;
+
+	env_open(&e, VMP_SPILL, SET_PAGES);
+	child_check_rc(vmp_set_fault_error_handler(e.fh, record_fault_handler,
+						   &seen), 0);
+	child_check((fd = spill_fd_in(e.dir)) >= 0);
+	fa = (struct fill_arg){ &e, 0, SET_PAGES, 3, 0 };
+	if (!on_read) {
+		inject_eio(__NR_pwrite64, fd);
+		child_check_rc(vmp_guard(fill_pages, &fa), -EIO);
+		child_check(seen.last.what == VMP_FAULT_EVICT);
+		child_check(fa.done >= LIMIT_PAGES / 2 && fa.done <= LIMIT_PAGES);
+		child_check(dirty_count(e.fh) == fa.done);
+		for (uint64_t pg = 0; pg < fa.done; pg++)
+			child_check(gen_check(e.addr + pg * e.ps, e.ps, pg, 3) == 0);
+	} else {
+		child_check_rc(vmp_guard(fill_pages, &fa), 0);
+		inject_eio(__NR_pread64, fd);
+		/* page 0 went first: spilled */
+		child_check_rc(guarded_peek(e.addr, &(uint8_t){ 0 }), -EIO);
+		child_check(seen.last.what == VMP_FAULT_EVICT);
+		child_check(dirty_count(e.fh) == SET_PAGES);
+		child_check_rc(vmp_writeout(e.fh, VMP_WRITEOUT_STORE |
+						  VMP_WRITEOUT_MARKSTORED), -EIO);
+		child_check(dirty_count(e.fh) == SET_PAGES);
+		child_check(e.m->aborts == 1);
+	}
+	child_check_rc(vmp_discard(e.fh), 0);
+	env_close(&e);
+}
+
+static void test_spill_eio(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+#ifndef __x86_64__
+	print_message("skip: the seccomp filter is written for x86-64\n");
+	skip();
+#endif
+	run_child(spill_eio_child, NULL, &r);
+	assert_child_exited_ok(&r);
+	run_child(spill_eio_child, (void *)1, &r);
+	assert_child_exited_ok(&r);
 }
 
 /* Threads write their own pages of a change set 10x the limit while
@@ -952,6 +1054,7 @@ int main(void)
 		FD_TEST(test_spill_close),
 		cmocka_unit_test(test_spill_write_fails),
 		cmocka_unit_test(test_spill_write_fails_sigbus),
+		cmocka_unit_test(test_spill_eio),
 		FD_TEST(test_spill_threads_commit),
 		FD_TEST(test_spill_dir),
 		FD_TEST(test_writeback),
