@@ -84,6 +84,12 @@ void *bounce_alloc(size_t size)
 	return p;
 }
 
+void bounce_release(void *buf, size_t size)
+{
+	if (buf && !bounce_put(buf, size))
+		bounce_free(buf, size);
+}
+
 void bounce_free(void *buf, size_t size)
 {
 	os_free(buf, size);

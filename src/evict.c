@@ -131,8 +131,7 @@ static int spill_write(struct vmp_fileh *fh, struct vmp_page **pages, size_t n,
 	}
 	if (!ret)
 		ret = os_pwrite_full(fh->spill_fd, buf, n * ps, slot << fh->pageshift);
-	if (buf && !bounce_put(buf, got))
-		bounce_free(buf, got);
+	bounce_release(buf, got);
 	return ret;
 }
 
@@ -274,8 +273,7 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	ret = buf ? os_pread_zerofill(fh->spill_fd, buf, ps, spill_off) : -ENOMEM;
 	if (!ret)
 		ret = os_pwrite_full(fh->memfd, buf, ps, off);
-	if (buf && !bounce_put(buf, got))
-		bounce_free(buf, got);
+	bounce_release(buf, got);
 	fault_lock(ram);
 	p->flags &= (uint8_t)~PAGE_MOVING;
 	if (--fh->nmoving == 0)

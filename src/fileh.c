@@ -478,8 +478,7 @@ int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 	if (ret && ops->writeout_abort)
 		(void)callback_run(call_abort, &c, NULL);
 out:
-	if (!bounce_put(buf, got))
-		bounce_free(buf, got);
+	bounce_release(buf, got);
 	return ret > 0 ? -EIO : ret;
 }
 

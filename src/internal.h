@@ -387,6 +387,8 @@ bool bounce_put(void *buf, size_t size);
 /* Buffers of the fault path outside the pool, counted with it. */
 void *bounce_alloc(size_t size);
 void bounce_free(void *buf, size_t size);
+/* bounce_put, else bounce_free (no lock of ours held); NULL is nothing. */
+void bounce_release(void *buf, size_t size);
 uint64_t bounce_total(void); /* bytes of all of them */
 void bounce_fork_prepare(void);
 void bounce_fork_parent(void);
