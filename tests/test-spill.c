@@ -90,29 +90,30 @@ static void check_page(struct env *e, uint64_t pg, uint32_t version)
 			 (unsigned long long)pg, bad - 1, version);
 }
 
-/* Bytes on disk of the files open in @dir (the spill file has no name,
- * but /proc/self/fd still shows where it lives). */
+/* Is @fd a file in @dir?  (The spill file has no name, but /proc/self/fd
+ * still shows where it lives.) */
+static bool fd_in_dir(int fd, const char *dir)
+{
+	char path[64], target[PATH_MAX];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n <= 0)
+		return false;
+	target[n] = 0;
+	return !strncmp(target, dir, strlen(dir));
+}
+
+/* Bytes on disk of the files open in @dir. */
 static uint64_t spill_disk_bytes(const char *dir)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
 	uint64_t total = 0;
-	char path[PATH_MAX], target[PATH_MAX];
+	struct stat st;
 
-	assert_non_null(d);
-	while ((de = readdir(d))) {
-		struct stat st;
-		ssize_t n;
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-		n = readlink(path, target, sizeof(target) - 1);
-		if (n <= 0)
-			continue;
-		target[n] = 0;
-		if (strncmp(target, dir, strlen(dir)) || stat(path, &st))
-			continue;
-		total += (uint64_t)st.st_blocks * 512;
-	}
-	closedir(d);
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd_in_dir(fd, dir) && !fstat(fd, &st))
+			total += (uint64_t)st.st_blocks * 512;
 	return total;
 }
 
@@ -348,22 +349,13 @@ static void test_spill_write_fails_sigbus(void **state)
 	assert_non_null(strstr(r.err, "spilled or written back"));
 }
 
-/* The fd of the spill file of the handle whose spill directory is @dir
- * (no name, but /proc/self/fd shows where it lives); -1 if none. */
+/* The fd of the spill file of the handle whose spill directory is @dir,
+ * or -1. */
 static int spill_fd_in(const char *dir)
 {
-	char path[64], target[PATH_MAX];
-
-	for (int fd = 3; fd < 1024; fd++) {
-		ssize_t n;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		if (n <= 0)
-			continue;
-		target[n] = 0;
-		if (!strncmp(target, dir, strlen(dir)))
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd_in_dir(fd, dir))
 			return fd;
-	}
 	return -1;
 }
 
