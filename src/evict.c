@@ -124,9 +124,10 @@ static int spill_write(struct vmp_fileh *fh, struct vmp_page **pages, size_t n,
 
 	for (i = 0; i < n && !ret; i += len) {
 		for (len = 1; i + len < n &&
-			      pages[i + len]->index == pages[i]->index + len; len++)
+			      pages[i + len]->index == pages[i]->index + len &&
+			      pages[i + len]->lane == pages[i]->lane; len++)
 			;
-		ret = os_pread_zerofill(fh->memfd, buf + i * ps, len * ps,
+		ret = os_pread_zerofill(page_memfd(pages[i]), buf + i * ps, len * ps,
 					pages[i]->index << fh->pageshift);
 	}
 	if (!ret)
@@ -145,11 +146,12 @@ static int spill_finish(struct vmp_fileh *fh, struct vmp_page **pages,
 	int ret;
 
 	for (i = 0; i < n; i += len) {
-		struct vmp_page to = { .state = PAGE_DIRTY, .flags = PAGE_SPILLED };
+		struct vmp_page to = { .state = PAGE_DIRTY, .flags = PAGE_SPILLED,
+					.lane = pages[i]->lane };
 		len = same_state_run(pages, i, n);
 		if ((ret = fh_remap_run(fh, pages[i]->index, len, pages[i], &to)))
 			return ret; /* the rest stays in memory, dirty */
-		(void)os_punch(fh->memfd, pages[i]->index << fh->pageshift,
+		(void)os_punch(page_memfd(pages[i]), pages[i]->index << fh->pageshift,
 			       len * ps);
 		for (j = i; j < i + len; j++) {
 			struct vmp_page *p = pages[j];
@@ -248,6 +250,7 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	size_t ps = fh_pagesize(fh), got = 0;
 	uint64_t off = p->index << fh->pageshift;
 	uint64_t spill_off = p->spill_slot << fh->pageshift;
+	int memfd = page_memfd(p); /* it keeps its lane while spilled */
 	struct vmp_page to = *p;
 	void *buf;
 	long cost;
@@ -272,7 +275,7 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 	buf = bounce_get(ps, &got);
 	ret = buf ? os_pread_zerofill(fh->spill_fd, buf, ps, spill_off) : -ENOMEM;
 	if (!ret)
-		ret = os_pwrite_full(fh->memfd, buf, ps, off);
+		ret = os_pwrite_full(memfd, buf, ps, off);
 	bounce_release(buf, got);
 	fault_lock(ram);
 	p->flags &= (uint8_t)~PAGE_MOVING;
@@ -288,7 +291,7 @@ int evict_unspill(struct vmp_vma *v, struct vmp_page *p,
 		(void)fail(fe, VMP_FAULT_MAPLIMIT, ret);
 	}
 	if (ret) {
-		(void)os_punch(fh->memfd, off, ps);
+		(void)os_punch(memfd, off, ps);
 		ram_uncharge(ram, ps);
 		return ret;
 	}

@@ -236,7 +236,7 @@ static int make_dirty(struct vmp_page *p, struct vmp_fault_error *fe)
 {
 	struct vmp_fileh *fh = p->fh;
 	vmp_ram *ram = fh->ram;
-	struct vmp_page to = { .state = PAGE_DIRTY };
+	struct vmp_page to = { .state = PAGE_DIRTY, .lane = p->lane };
 	int ret = remap(p, &to, fe);
 
 	if (ret)

@@ -82,6 +82,8 @@ struct fault_tls {
 	struct guard *guard;          /* the innermost vmp_guard */
 	void *scratch[MAX_NEST];      /* per load level, see load.c */
 	uint16_t tag; /* this thread's page->mapper tag, 0 until first used */
+	uint8_t lane; /* 1 + the lane its large loads prefer, 0 until the
+			 first (load.c, lane_take()) */
 	bool locked;  /* holds a ram->lock in the fault path */
 	vmp_ram *room_wait; /* make room there (evict_make_room), then fault
 			       again (ram_charge said so, the entry does it) */

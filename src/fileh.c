@@ -60,7 +60,8 @@ size_t same_state_run(struct vmp_page **pages, size_t i, size_t n)
 
 	while (j < n && pages[j]->index == pages[j - 1]->index + 1 &&
 	       pages[j]->state == pages[i]->state &&
-	       pages[j]->flags == pages[i]->flags)
+	       pages[j]->flags == pages[i]->flags &&
+	       pages[j]->lane == pages[i]->lane)
 		j++;
 	return j - i;
 }
@@ -77,7 +78,7 @@ int fh_drop_pages(struct vmp_fileh *fh, struct vmp_page **pages, size_t n)
 		if (ret)
 			return ret;
 		/* (spilled pages leave their slots to spill_trim()) */
-		(void)os_punch(fh->memfd, idx << fh->pageshift,
+		(void)os_punch(page_memfd(pages[i]), idx << fh->pageshift,
 			       (uint64_t)len << fh->pageshift);
 		for (j = i; j < i + len; j++)
 			page_drop(pages[j]);
@@ -186,15 +187,19 @@ VMP_EXPORT int vmp_fileh_open(vmp_fileh **fhp, vmp_ram *ram,
 		ret = fh->spill_fd;
 		goto out_free;
 	}
-	fh->memfd = os_memfd_create("vmpage");
-	if (fh->memfd < 0) {
-		ret = fh->memfd;
+	memset(fh->lanes, -1, sizeof(fh->lanes));
+	fh->nlanes = 1;
+	fh->lanes[0] = os_memfd_create("vmpage");
+	if (fh->lanes[0] < 0) {
+		ret = fh->lanes[0];
 		goto out_free;
 	}
 	store_get(store);
 	ram_lock_api(ram, &saved);
 	/* overlay pages are the base file's: write-protect does not apply */
 	fh->mech = (flags & VMP_OVERLAY) ? &mech_mprotect : ram->mech;
+	if (fh->mech == &mech_mprotect && !(flags & VMP_OVERLAY))
+		fh->nlanes = FH_LANES;
 	list_add_tail(&fh->ram_link, &ram->filehs);
 	ram->nfileh++;
 	ram_unlock_api(ram, &saved);
@@ -245,7 +250,9 @@ VMP_EXPORT int vmp_fileh_close(vmp_fileh *fh)
 	/* the handle is gone: finish with cancellation still disabled (close
 	 * is a cancellation point) */
 	pagemap_destroy(&fh->pagemap);
-	close(fh->memfd);
+	for (unsigned i = 0; i < FH_LANES; i++)
+		if (fh->lanes[i] >= 0)
+			close(fh->lanes[i]);
 	if (fh->spill_fd >= 0)
 		close(fh->spill_fd);
 	store_put(fh->store);
@@ -466,7 +473,8 @@ int store_pages(struct vmp_fileh *fh, struct vmp_page **pages,
 	for (i = 0; i < n && !ret; i++) {
 		bool spilled = spill_slot && spill_slot[i] != SPILL_NONE;
 		c.blk = pages[i]->index;
-		ret = os_pread_zerofill(spilled ? fh->spill_fd : fh->memfd, buf, ps,
+		ret = os_pread_zerofill(spilled ? fh->spill_fd : page_memfd(pages[i]),
+					buf, ps,
 					(spilled ? spill_slot[i] : c.blk)
 						<< fh->pageshift);
 		if (!ret)

@@ -6,9 +6,11 @@
  *   vmp_ram    a memory budget; owns the LRU of clean pages and THE lock that
  *              guards the page state of every handle charged to it.
  *   vmp_store  callbacks, ctx, block size; reference-counted (store.c).
- *   vmp_fileh  one open view of a store: pagemap, dirty list, memfd, mappings.
+ *   vmp_fileh  one open view of a store: pagemap, dirty list, memfds
+ *              (lanes), mappings.
  *   vmp_vma    one mapping: an address range reserved PROT_NONE over the
- *              handle's memfd (page i of the store at memfd offset i*pagesize).
+ *              handle's memfd (page i of the store at memfd offset
+ *              i*pagesize, in whichever lane holds it).
  *   vmp_page   one resident (or loading) page of a handle.
  *
  * Lock order (outer first):
@@ -107,6 +109,8 @@ struct vmp_page {
 				 is_write()) */
 	uint8_t ra_order;     /* the last page of a read-ahead window: log2
 				 of its size, else 0 (load.c, readahead()) */
+	uint8_t lane;         /* the memfd its bytes are in: fh->lanes[lane]
+				 (set when its load writes them) */
 };
 
 /* Hashed condition variables for "page no longer LOADING". */
@@ -183,6 +187,8 @@ struct vmp_store {
  * A writeout, discard or eviction starts only with none of the three
  * going on (writeout_wait), so each sees the pages stay put.
  */
+#define FH_LANES 8
+
 struct vmp_fileh {
 	vmp_ram *ram;             /* const */
 	const struct mech *mech;  /* const: ram->mech, or mprotect (overlay) */
@@ -191,7 +197,21 @@ struct vmp_fileh {
 	void *ctx;                /* const: store->ctx */
 	unsigned flags;           /* const: VMP_OVERLAY, VMP_NO_READAHEAD */
 	unsigned pageshift;       /* const: log2(store.blksize) */
-	int memfd;                /* const: page i at offset i << pageshift */
+	/*
+	 * Lanes: the memfds that hold the pages, page i at offset
+	 * i << pageshift of the one its page->lane names.  A pwrite into a
+	 * memfd holds the file's inode lock for its whole copy, so loads of
+	 * one handle in several threads would copy one at a time; each
+	 * writes into a lane no other load is writing into (load.c,
+	 * run_lane()).  Lane 0 is made at open and backs every reservation
+	 * and every page not shown; the others on first use.  Only the
+	 * mprotect mechanism has more than one: userfaultfd fills without
+	 * the inode lock, and overlay pages are the base file's.
+	 */
+	int lanes[FH_LANES];      /* -1 until made; ram->lock (a page's own
+				     lane is set before its page is) */
+	uint8_t lane_writers[FH_LANES]; /* loads writing into each; ram->lock */
+	unsigned nlanes;          /* const: 1 or FH_LANES */
 	int base_fd;              /* const, VMP_OVERLAY: the store's file */
 	uint64_t base_off;        /* const, VMP_OVERLAY: offset of block 0 */
 	uint64_t memfd_size;      /* grown by vmp_mmap */
@@ -213,6 +233,12 @@ struct vmp_fileh {
 	void *errarg;
 	struct vmp_list ram_link; /* on ram->filehs */
 };
+
+/* The memfd that holds @p's bytes. */
+static inline int page_memfd(const struct vmp_page *p)
+{
+	return p->fh->lanes[p->lane];
+}
 
 /* struct vmp_vma.  start/end/pgoffset/npages/fh/prot are const. */
 struct vmp_vma {
@@ -327,6 +353,9 @@ int reclaimer_stop(vmp_ram *ram);
 
 /* --- vma.c -------------------------------------------------------------- */
 enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p);
+/* What @p shows in @v as the kernel sees it: its class and the lane mapped
+ * there (neighbours that show the same are one kernel VMA). */
+struct shown vma_shown(const struct vmp_vma *v, const struct vmp_page *p);
 /* Pages [idx, idx+n) of fh are in the state of @from (state and flags):
  * show them in every vma as a page in the state of @to shows, and account
  * the kernel VMAs.  Returns 0 or -errno (the vma that failed is unchanged,
@@ -348,7 +377,7 @@ int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 struct remap_op {
 	struct vmp_vma *v;
 	uint64_t idx, n;
-	uint8_t oldc, newc; /* enum vma_class */
+	struct shown old, new;
 	int err;
 };
 int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,

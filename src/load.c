@@ -9,6 +9,11 @@
  * take down).  Sequential faults load a growing window of following pages
  * in one go (a run): one pwrite and one mprotect for the run.
  *
+ * A pwrite holds the memfd's inode lock for its whole copy, so loads in
+ * several threads would copy one at a time: each load writes into a lane
+ * (a memfd of the handle's, internal.h) that no other load is writing
+ * into, its thread's own for large runs (lane_take()).
+ *
  * With userfaultfd the run goes into the memfd by UFFDIO_COPY through the
  * faulting mapping instead (mech->fill), which maps it there as it writes:
  * a pwrite into a memfd holds the file's inode lock for its whole copy, so
@@ -43,6 +48,11 @@
 #define RA_MAX_BYTES ((size_t)2 << 20) /* read-ahead window cap */
 #define RA_MAX_PAGES 512
 #define MAX_REMAP_OPS 16 /* mappings of one handle mapped unlocked */
+/* Runs of at least this much go into their thread's own lane, so that
+ * threads scanning side by side fill memfds of their own and a stream
+ * stays in one lane (one kernel VMA); smaller ones into lane 0, which
+ * the reservation maps already (an mprotect shows them, not an mmap). */
+#define LANE_OWN_BYTES ((size_t)64 << 10)
 
 /*
  * What a run needs beyond a few words: its page pointers and the remap
@@ -97,7 +107,7 @@ static struct load_scratch *scratch_get(void)
  * sequential stream by itself, whatever thread or interleaving, as the
  * kernel's context read-ahead does: the pages before the fault say whether
  * it continues a stream, and how far (page->ra_order: the window whose
- * last page it is).  After a window of 2^k pages the next is 4x as large, up to
+ * last page it is, also while it loads).  After a window of 2^k pages the next is 4x as large, up to
  * the cap; a page after two resident pages (single loads) starts a stream
  * with 4 pages; any other fault loads its page alone, so random access
  * loads next to nothing it does not touch.  The window stops at the vma's
@@ -116,7 +126,10 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 	if (max > RA_MAX_PAGES)
 		max = RA_MAX_PAGES;
 	prev = pagemap_get(&fh->pagemap, idx - 1);
-	if (!prev || prev->state == PAGE_LOADING || prev->state == PAGE_GONE)
+	/* (the end of a window still loading continues its stream: another
+	 * thread took the next part of a scan) */
+	if (!prev || prev->state == PAGE_GONE ||
+	    (prev->state == PAGE_LOADING && !prev->ra_order))
 		return 1;
 	if (prev->ra_order)
 		want = (uint64_t)4 << prev->ra_order;
@@ -230,7 +243,7 @@ static int run_write(struct loading_run *r, uint64_t first, uint64_t end)
 		if (off < len)
 			r->filled = false;
 		if (off < len &&
-		    (ret = os_pwrite_full(fh->memfd,
+		    (ret = os_pwrite_full(fh->lanes[r->to.lane],
 					  r->buf + (i << fh->pageshift) + off,
 					  len - off,
 					  ((r->base + i) << fh->pageshift) + off)))
@@ -247,7 +260,8 @@ static void loading_abandon(struct vmp_page *p, bool punch)
 	struct vmp_fileh *fh = p->fh;
 
 	if (punch)
-		(void)os_punch(fh->memfd, p->index << fh->pageshift, fh_pagesize(fh));
+		(void)os_punch(page_memfd(p), p->index << fh->pageshift,
+			       fh_pagesize(fh));
 	p->flags &= (uint8_t)~(PAGE_COMMITTING | PAGE_MAPPING);
 	page_drop(p);
 }
@@ -369,8 +383,54 @@ static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
 }
 
 /*
- * Commit the filled blocks [r->lo, upto): claim, write into the memfd (the
- * lock dropped) and map them.  Returns the error that kept block r->base
+ * The lane for a load of @n pages to write into: the one it prefers (its
+ * thread's, or 0 for a small run) unless another load is writing there
+ * now, else one that none is; made on first use (lane 0 if that fails).
+ * Threads take their lanes in turn as they first load a large run: the
+ * first takes lane 0, and threads that start loading together differ.
+ * Counted in fh->lane_writers until lane_put().  ram->lock held.
+ */
+static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
+{
+	static unsigned next_lane;
+	unsigned want = 0, lane;
+
+	if (fh->nlanes == 1)
+		return 0;
+	if ((n << fh->pageshift) >= LANE_OWN_BYTES) {
+		if (!vmp_tls.lane)
+			vmp_tls.lane = (uint8_t)(1 + __atomic_fetch_add(
+				&next_lane, 1, __ATOMIC_RELAXED) % FH_LANES);
+		want = (vmp_tls.lane - 1u) % fh->nlanes;
+	}
+	lane = want;
+	for (unsigned k = 0; k < fh->nlanes; k++) {
+		unsigned l = (want + k) % fh->nlanes;
+		if (!fh->lane_writers[l]) {
+			lane = l;
+			break;
+		}
+	}
+	if (fh->lanes[lane] < 0) {
+		int fd = os_memfd_create("vmpage");
+		if (fd < 0)
+			lane = 0;
+		else
+			fh->lanes[lane] = fd;
+	}
+	fh->lane_writers[lane]++;
+	return lane;
+}
+
+static void lane_put(struct vmp_fileh *fh, unsigned lane)
+{
+	if (fh->nlanes > 1)
+		fh->lane_writers[lane]--;
+}
+
+/*
+ * Commit the filled blocks [r->lo, upto): claim, write into a lane of the
+ * memfd (the lock dropped) and map them.  Returns the error that kept block r->base
  * from being installed (in @fe), else 0.
  */
 static int run_commit(struct loading_run *r, uint64_t upto,
@@ -384,9 +444,14 @@ static int run_commit(struct loading_run *r, uint64_t upto,
 		return 0;
 	r->lo = upto;
 	run_claim(r, first, end);
+	r->to.lane = (uint8_t)lane_take(r->fh, end - first);
+	for (uint64_t i = first; i < end; i++)
+		if (r->pages[i])
+			r->pages[i]->lane = r->to.lane;
 	fault_unlock(ram);
 	ret = run_write(r, first, end);
 	fault_lock(ram);
+	lane_put(r->fh, r->to.lane);
 	if (ret) { /* part may be written: punch it */
 		bool base = first == 0 && r->pages[0];
 		for (uint64_t i = first; i < end; i++)
@@ -480,6 +545,8 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 	int ret;
 
 	for (;;) {
+		/* (as if into lane 0: another one may cost a VMA or two
+		 * more, well inside the budget's headroom) */
 		long cost = fh_remap_cost(fh, idx, n, &page_absent, &r->to);
 		/* wait for others' loads to free room, for the page asked for
 		 * only, and never inside a store callback: a thread that waits

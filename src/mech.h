@@ -9,9 +9,10 @@
  *
  *   mprotect (mech_mprotect.c)  the mapping is a PROT_NONE reservation of
  *       the handle's memfd; a class is a protection, set with mprotect on
- *       every change.  Faults are SIGSEGV (libsigsegv).  Every isolated
- *       page splits a kernel VMA, so the library counts them against
- *       vm.max_map_count (vma.c).  Overlay handles always use it.
+ *       every change, over the memfd of the page's lane (internal.h,
+ *       struct vmp_fileh).  Faults are SIGSEGV (libsigsegv).  Every
+ *       isolated page splits a kernel VMA, so the library counts them
+ *       against vm.max_map_count (vma.c).  Overlay handles always use it.
  *   userfaultfd (mech_uffd.c)  the mapping is a plain read(-write) mapping
  *       of the memfd registered with a userfaultfd (MISSING | WP | MINOR,
  *       SIGBUS mode: the faulting thread serves its own fault).  A class is
@@ -33,6 +34,18 @@ struct vmp_fileh;
 /* Protection classes a page can show in a vma (vma_class()). */
 enum vma_class { CLASS_NONE, CLASS_R, CLASS_RW, CLASS_BASE };
 
+/* What a page shows in a vma: its class, and the lane (the handle's memfd)
+ * mapped there, 0 for pages not in memory (vma_shown()). */
+struct shown {
+	uint8_t cls; /* enum vma_class */
+	uint8_t lane;
+};
+
+static inline bool shown_eq(struct shown a, struct shown b)
+{
+	return a.cls == b.cls && a.lane == b.lane;
+}
+
 struct mech {
 	const char *name;
 	int faults;        /* VMP_FAULTS_SIGSEGV or VMP_FAULTS_UFFD */
@@ -43,10 +56,10 @@ struct mech {
 	 * CLASS_NONE (or the base file, overlay), not inherited by fork().
 	 * Sets v->start, v->end.  0 or -errno. */
 	int (*reserve)(struct vmp_vma *v);
-	/* Pages [idx, idx+n) of @v showed @oldc: show @newc.  0 or -errno.
+	/* Pages [idx, idx+n) of @v showed @old: show @new.  0 or -errno.
 	 * No lock need be held (the caller keeps the pages from changing). */
 	int (*show)(const struct vmp_vma *v, uint64_t idx, uint64_t n,
-		    enum vma_class oldc, enum vma_class newc);
+		    struct shown old, struct shown new);
 	/* Optional: put the bytes of pages [idx, idx+n) of @v (absent from
 	 * the memfd, LOADING) at @buf into the memfd and show them as @c in
 	 * @v, in one step, as far as it can: returns the bytes done from the

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * mech_mprotect.c: the mprotect fault mechanism (mech.h).  A mapping is a
- * PROT_NONE, MAP_SHARED reservation of the handle's memfd at the matching
- * offset; a page's class is its protection, so neighbours in one class
- * merge into one kernel VMA and every isolated page splits one (vma.c
- * counts them).  Faults arrive as SIGSEGV (fault.c).  Overlay handles map
+ * PROT_NONE, MAP_SHARED reservation of the handle's memfd (lane 0) at the
+ * matching offset; a page's class is its protection, and a page in another
+ * lane has that lane's memfd mapped over it (mmap MAP_FIXED) while it is
+ * in memory.  So neighbours in one class and lane merge into one kernel
+ * VMA, and every isolated page splits one (vma.c counts them).  Faults arrive as SIGSEGV (fault.c).  Overlay handles map
  * the base file over clean pages and the memfd over written ones.
  */
 #include <sys/mman.h>
@@ -53,7 +54,7 @@ static int mprotect_reserve(struct vmp_vma *v)
 	void *addr;
 	uint64_t off = v->pgoffset << fh->pageshift;
 	/* huge pages line up with the file clean pages come from */
-	int ret = os_reserve(fh->memfd, off, len, PROT_NONE,
+	int ret = os_reserve(fh->lanes[0], off, len, PROT_NONE,
 			     (fh->flags & VMP_OVERLAY) ? fh->base_off + off : off,
 			     &addr);
 
@@ -69,18 +70,18 @@ static int mprotect_reserve(struct vmp_vma *v)
 }
 
 static int mprotect_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
-			 enum vma_class oldc, enum vma_class newc)
+			 struct shown old, struct shown new)
 {
 	struct vmp_fileh *fh = v->fh;
 	void *addr = vma_page_addr(v, idx);
 	size_t len = (size_t)n << fh->pageshift;
 
-	if (newc == CLASS_BASE)
+	if (new.cls == CLASS_BASE)
 		return map_base(fh, addr, idx, n);
-	if (oldc == CLASS_BASE)
-		return os_map_fixed(addr, len, class_prot[newc], fh->memfd,
-				    idx << fh->pageshift);
-	return os_protect(addr, len, class_prot[newc]);
+	if (old.cls == CLASS_BASE || old.lane != new.lane)
+		return os_map_fixed(addr, len, class_prot[new.cls],
+				    fh->lanes[new.lane], idx << fh->pageshift);
+	return os_protect(addr, len, class_prot[new.cls]);
 }
 
 const struct mech mech_mprotect = {

@@ -202,7 +202,7 @@ static int uffd_reserve(struct vmp_vma *v)
 	size_t len = v->end;
 	void *addr;
 	uint64_t off = v->pgoffset << fh->pageshift;
-	int ret = os_reserve(fh->memfd, off, len, v->prot, off, &addr);
+	int ret = os_reserve(fh->lanes[0], off, len, v->prot, off, &addr);
 
 	if (ret)
 		return ret;
@@ -229,8 +229,9 @@ static int continue_each(char *addr, size_t len, bool wp)
 }
 
 static int uffd_show(const struct vmp_vma *v, uint64_t idx, uint64_t n,
-		     enum vma_class oldc, enum vma_class newc)
+		     struct shown old, struct shown new)
 {
+	enum vma_class oldc = old.cls, newc = new.cls;
 	void *addr = vma_page_addr(v, idx);
 	size_t len = (size_t)n << v->fh->pageshift;
 	int ret;

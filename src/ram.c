@@ -157,7 +157,8 @@ static size_t run_length(struct vmp_page **pages, size_t i, size_t n)
 	size_t j = i + 1;
 
 	while (j < n && pages[j]->fh == pages[i]->fh &&
-	       pages[j]->index == pages[j - 1]->index + 1)
+	       pages[j]->index == pages[j - 1]->index + 1 &&
+	       pages[j]->lane == pages[i]->lane)
 		j++;
 	return j - i;
 }

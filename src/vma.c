@@ -18,6 +18,7 @@
  * faults can reclaim before the kernel's vm.max_map_count is reached.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -161,31 +162,55 @@ enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p)
 	return CLASS_R;
 }
 
-/* Class of page @idx in @v, or -1 outside the vma. */
-static int class_at(const struct vmp_vma *v, uint64_t idx)
+/* Is @p's lane mapped where it shows?  From the time its bytes are mapped
+ * until it is dropped, also while it shows none (inactive, spilled). */
+static bool placed(const struct vmp_page *p)
 {
-	if (idx < v->pgoffset || idx >= v->pgoffset + v->npages)
-		return -1;
-	return vma_class(v, pagemap_get(&v->fh->pagemap, idx));
+	return p && (p->state == PAGE_LOADED || p->state == PAGE_DIRTY ||
+		     (p->state == PAGE_LOADING && (p->flags & PAGE_MAPPING)));
 }
 
-/* Change of v's kernel VMA count when pages [idx, idx+n) go oldc -> newc
- * (always 0 when the mechanism's classes do not split VMAs). */
-static long boundary_delta(const struct vmp_vma *v, uint64_t idx, uint64_t n,
-			   enum vma_class oldc, enum vma_class newc)
+struct shown vma_shown(const struct vmp_vma *v, const struct vmp_page *p)
 {
-	int left, right;
+	return (struct shown){ (uint8_t)vma_class(v, p),
+			       placed(p) ? p->lane : 0 };
+}
+
+/* What pages in the state of @from show in @v, and will show in the state
+ * of @to.  A page keeps its lane from load to drop: a state it moves to
+ * names the same one. */
+static void shown_change(const struct vmp_vma *v, const struct vmp_page *from,
+			 const struct vmp_page *to, struct shown *old,
+			 struct shown *new)
+{
+	vmp_assert(!placed(from) || !placed(to) || from->lane == to->lane);
+	*old = vma_shown(v, from);
+	*new = vma_shown(v, to);
+}
+
+/* What page @idx shows in @v; false outside the vma. */
+static bool shown_at(const struct vmp_vma *v, uint64_t idx, struct shown *s)
+{
+	if (idx < v->pgoffset || idx >= v->pgoffset + v->npages)
+		return false;
+	*s = vma_shown(v, pagemap_get(&v->fh->pagemap, idx));
+	return true;
+}
+
+/* Change of v's kernel VMA count when pages [idx, idx+n) go from showing
+ * @old to @new (always 0 when the mechanism does not split VMAs). */
+static long boundary_delta(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+			   struct shown old, struct shown new)
+{
+	struct shown side;
 	long d = 0;
 
 	if (!v->fh->mech->counts_kvmas)
 		return 0;
-	left = idx > v->pgoffset ? class_at(v, idx - 1) : -1;
-	right = class_at(v, idx + n);
-
-	if (left >= 0)
-		d += ((int)newc != left) - ((int)oldc != left);
-	if (right >= 0)
-		d += ((int)newc != right) - ((int)oldc != right);
+	if (idx > v->pgoffset && shown_at(v, idx - 1, &side))
+		d += !shown_eq(new, side) - !shown_eq(old, side);
+	if (shown_at(v, idx + n, &side))
+		d += !shown_eq(new, side) - !shown_eq(old, side);
 	return d;
 }
 
@@ -207,10 +232,10 @@ int vma_overlay_sigbus(struct vmp_vma *v, uintptr_t addr)
 	return map_base(fh, vma_page_addr(v, idx), idx, n) ? 0 : 1;
 }
 
-static int apply_class(const struct vmp_vma *v, uint64_t idx, uint64_t n,
-		       enum vma_class oldc, enum vma_class newc)
+static int apply(const struct vmp_vma *v, uint64_t idx, uint64_t n,
+		 struct shown old, struct shown new)
 {
-	return v->fh->mech->show(v, idx, n, oldc, newc);
+	return v->fh->mech->show(v, idx, n, old, new);
 }
 
 /* Clip [idx, idx+n) to @v; false if they do not meet. */
@@ -242,9 +267,10 @@ long fh_remap_cost(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 
 	list_for_each_entry(v, &fh->vmas, fh_link) {
 		uint64_t a = idx, len = n;
-		enum vma_class oldc = vma_class(v, from), newc = vma_class(v, to);
-		if (oldc != newc && clip(v, &a, &len))
-			cost += boundary_delta(v, a, len, oldc, newc);
+		struct shown old, new;
+		shown_change(v, from, to, &old, &new);
+		if (!shown_eq(old, new) && clip(v, &a, &len))
+			cost += boundary_delta(v, a, len, old, new);
 	}
 	return cost;
 }
@@ -257,12 +283,13 @@ int fh_remap_run(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 
 	list_for_each_entry(v, &fh->vmas, fh_link) {
 		uint64_t a = idx, len = n;
-		enum vma_class oldc = vma_class(v, from), newc = vma_class(v, to);
+		struct shown old, new;
 		long d;
-		if (oldc == newc || !clip(v, &a, &len))
+		shown_change(v, from, to, &old, &new);
+		if (shown_eq(old, new) || !clip(v, &a, &len))
 			continue;
-		d = boundary_delta(v, a, len, oldc, newc);
-		ret = apply_class(v, a, len, oldc, newc);
+		d = boundary_delta(v, a, len, old, new);
+		ret = apply(v, a, len, old, new);
 		if (ret)
 			goto rollback;
 		account(v, d);
@@ -273,14 +300,14 @@ rollback:
 	/* put back the vmas already changed, so the invariant holds again */
 	list_for_each_entry(done, &fh->vmas, fh_link) {
 		uint64_t a = idx, len = n;
-		enum vma_class oldc = vma_class(done, from),
-			       newc = vma_class(done, to);
+		struct shown old, new;
+		shown_change(done, from, to, &old, &new);
 		if (done == v)
 			break;
-		if (oldc == newc || !clip(done, &a, &len))
+		if (shown_eq(old, new) || !clip(done, &a, &len))
 			continue;
-		long d = boundary_delta(done, a, len, newc, oldc);
-		if (apply_class(done, a, len, newc, oldc) == 0)
+		long d = boundary_delta(done, a, len, new, old);
+		if (apply(done, a, len, new, old) == 0)
 			account(done, d);
 	}
 	return ret;
@@ -291,7 +318,7 @@ static void plan_cancel(struct remap_op *ops, int n)
 {
 	for (int i = 0; i < n; i++) {
 		account(ops[i].v, boundary_delta(ops[i].v, ops[i].idx, ops[i].n,
-						 ops[i].newc, ops[i].oldc));
+						 ops[i].new, ops[i].old));
 		vma_unpin(ops[i].v);
 	}
 }
@@ -305,16 +332,17 @@ int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 
 	list_for_each_entry(v, &fh->vmas, fh_link) {
 		uint64_t a = idx, len = n;
-		enum vma_class oldc = vma_class(v, from), newc = vma_class(v, to);
-		if (oldc == newc || !clip(v, &a, &len))
+		struct shown old, new;
+		shown_change(v, from, to, &old, &new);
+		if (shown_eq(old, new) || !clip(v, &a, &len))
 			continue;
 		if (k == max) {
 			plan_cancel(ops, k);
 			return -ENOSPC;
 		}
-		account(v, boundary_delta(v, a, len, oldc, newc));
+		account(v, boundary_delta(v, a, len, old, new));
 		__atomic_add_fetch(&v->inflight, 1, __ATOMIC_ACQUIRE);
-		ops[k++] = (struct remap_op){ v, a, len, (uint8_t)oldc, (uint8_t)newc, 0 };
+		ops[k++] = (struct remap_op){ v, a, len, old, new, 0 };
 	}
 	return k;
 }
@@ -322,8 +350,8 @@ int fh_remap_plan(struct vmp_fileh *fh, uint64_t idx, uint64_t n,
 void remap_ops_apply(struct remap_op *ops, int n)
 {
 	for (int i = 0; i < n; i++)
-		ops[i].err = apply_class(ops[i].v, ops[i].idx, ops[i].n,
-					 ops[i].oldc, ops[i].newc);
+		ops[i].err = apply(ops[i].v, ops[i].idx, ops[i].n, ops[i].old,
+				   ops[i].new);
 }
 
 int remap_ops_finish(struct remap_op *ops, int n)
@@ -341,35 +369,35 @@ int remap_ops_finish(struct remap_op *ops, int n)
 /* --- public calls --- */
 
 /* How many kernel VMAs @v takes when it shows pages[0..n) (sorted, all
- * in its range) and nothing else: one, plus one per change of class
- * between neighbours. */
+ * in its range) and nothing else: one, plus one per change of what
+ * neighbours show. */
 static long count_kvmas(const struct vmp_vma *v, struct vmp_page **pages,
 			long n)
 {
-	int none = vma_class(v, NULL);
-	int prev = -1;                /* class before; -1: the vma's start */
+	struct shown none = vma_shown(v, NULL), prev = none;
 	uint64_t next = v->pgoffset;  /* the index after the last one seen */
 	long changes = 0;
 
 	if (!v->fh->mech->counts_kvmas)
 		return 1;
 	for (long i = 0; i < n; i++) {
-		int c = vma_class(v, pages[i]);
+		struct shown s = vma_shown(v, pages[i]);
+		bool first = pages[i]->index == v->pgoffset;
 		if (pages[i]->index != next) { /* a gap, which shows none */
-			changes += prev >= 0 && prev != none;
+			changes += !shown_eq(prev, none);
 			prev = none;
 		}
-		changes += prev >= 0 && c != prev;
-		prev = c;
+		changes += !first && !shown_eq(s, prev);
+		prev = s;
 		next = pages[i]->index + 1;
 	}
 	if (next != v->pgoffset + v->npages)
-		changes += prev >= 0 && prev != none;
+		changes += !shown_eq(prev, none);
 	return 1 + changes;
 }
 
 /* Show the pages of @fh already resident in @v's range, which a new vma
- * shows as none: one call per run of neighbours in the same state (a lazy
+ * shows as none: one call per run of neighbours that show the same (a lazy
  * mechanism shows them on their faults).  Then set its kernel VMA count.
  * ram->lock held. */
 static int vma_show_resident(struct vmp_vma *v)
@@ -377,19 +405,19 @@ static int vma_show_resident(struct vmp_vma *v)
 	struct vmp_page **pages;
 	long n = pagemap_collect(&v->fh->pagemap, v->pgoffset,
 				 v->pgoffset + v->npages, &pages);
-	enum vma_class none = vma_class(v, NULL);
+	struct shown none = vma_shown(v, NULL);
 	long i, j;
 	int ret = 0;
 
 	if (n < 0)
 		return (int)n;
 	for (i = 0; i < n && !ret && !v->fh->mech->lazy; i = j) {
-		enum vma_class c = vma_class(v, pages[i]);
+		struct shown s = vma_shown(v, pages[i]);
 		for (j = i + 1; j < n && pages[j]->index == pages[j - 1]->index + 1 &&
-				vma_class(v, pages[j]) == c; j++)
+				shown_eq(vma_shown(v, pages[j]), s); j++)
 			;
-		if (c != none)
-			ret = apply_class(v, pages[i]->index, (uint64_t)(j - i), none, c);
+		if (!shown_eq(s, none))
+			ret = apply(v, pages[i]->index, (uint64_t)(j - i), none, s);
 	}
 	if (!ret)
 		account(v, count_kvmas(v, pages, n) - v->kvmas);
@@ -410,6 +438,27 @@ int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen
 	return 0;
 }
 
+#if VMP_DEBUG_CHECKS >= 3
+/* The kernel's VMAs in @v's range, from /proc/self/maps; -1 unreadable. */
+static long kernel_vmas_in(const struct vmp_vma *v)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	long n = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < v->end &&
+		    hi > v->start)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+#endif
+
 /*
  * Take @v off its handle, once no fault or loader holds it pinned (they
  * may be about to change its protections).  ram->lock held.
@@ -420,6 +469,15 @@ static void vma_unlink(struct vmp_vma *v)
 
 	while (__atomic_load_n(&v->inflight, __ATOMIC_ACQUIRE))
 		pthread_cond_wait(&ram->unmap_cond, &ram->lock);
+#if VMP_DEBUG_CHECKS >= 3
+	/* the count the budget relies on is the kernel's (none changes now;
+	 * overlay's zero pages past the file's end are not counted) */
+	if (v->fh->mech->counts_kvmas && v->start &&
+	    !(v->fh->flags & VMP_OVERLAY)) {
+		long n = kernel_vmas_in(v);
+		vmp_assert(n < 0 || n == v->kvmas);
+	}
+#endif
 	list_del(&v->fh_link);
 	v->fh->nvma--;
 	account(v, -v->kvmas);
@@ -452,7 +510,8 @@ VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
 	end_bytes = (pgoffset + pglen) << fh->pageshift;
 	ram_lock_api(fh->ram, &saved);
 	if (end_bytes > fh->memfd_size) {
-		ret = os_resize(fh->memfd, end_bytes);
+		ret = os_resize(fh->lanes[0], end_bytes); /* the others grow
+							     as pages go in */
 		if (!ret)
 			fh->memfd_size = end_bytes;
 	}

@@ -1536,6 +1536,149 @@ static void *selfref_reader_main(void *arg)
 	return NULL;
 }
 
+/* --- scans in several threads (issue 14) ---------------------------------- */
+
+#define LANE_PAGES 4096 /* 16 MiB of 4 KiB pages, two halves of 8 MiB */
+
+struct scanner {
+	pthread_t tid;
+	pthread_barrier_t *bar;
+	char *map;
+	size_t ps;
+	uint64_t first, n; /* its half */
+	bool write;        /* pass 2: write byte 0 of every 64th page */
+	uint64_t bad;      /* pages that read wrong */
+};
+
+static void *scanner_main(void *arg)
+{
+	struct scanner *t = arg;
+
+	pthread_barrier_wait(t->bar);
+	for (uint64_t b = t->first; b < t->first + t->n; b++) {
+		char *page = t->map + b * t->ps;
+		if (t->write && b % 64 == 0)
+			page[0] = (char)0xa5;
+		else if (!t->write && gen_check(page, t->ps, b, 0) != 0)
+			t->bad++;
+	}
+	return NULL;
+}
+
+/* Two threads scan (or write) their own half of @map at once. */
+static void scan_halves(char *map, size_t ps, bool write)
+{
+	struct scanner t[2];
+	pthread_barrier_t bar;
+
+	pthread_barrier_init(&bar, NULL, 3);
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct scanner){ .bar = &bar, .map = map, .ps = ps,
+					 .first = (uint64_t)i * LANE_PAGES / 2,
+					 .n = LANE_PAGES / 2, .write = write };
+		assert_int_equal(pthread_create(&t[i].tid, NULL, scanner_main,
+						&t[i]), 0);
+	}
+	pthread_barrier_wait(&bar);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i].tid, NULL);
+		assert_u64(t[i].bad, 0);
+	}
+	pthread_barrier_destroy(&bar);
+}
+
+/* Kernel VMAs over [addr, addr+len), and how many files they map. */
+static void maps_in(const char *addr, size_t len, long *vmas, long *files)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	unsigned long inodes[64];
+	char line[512];
+
+	assert_non_null(f);
+	*vmas = *files = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, inode;
+		long k;
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &inode) != 3 ||
+		    lo >= (uintptr_t)addr + len || hi <= (uintptr_t)addr)
+			continue;
+		++*vmas;
+		for (k = 0; k < *files && inodes[k] != inode; k++)
+			;
+		if (k == *files && k < 64)
+			inodes[(*files)++] = inode;
+	}
+	fclose(f);
+}
+
+/*
+ * Two threads scanning their own halves of one mapping load into memfds of
+ * their own with the mprotect mechanism (a pwrite holds the memfd's lock
+ * for its whole copy), each stream into one (one kernel VMA, not one per
+ * run); with userfaultfd there is one memfd.  The bytes are right
+ * throughout: read, written, stored and read again, without a limit and
+ * with one that drops pages of both lanes all along (so pages move between
+ * a lane's memfd and the reservation's).  Builds with -Ddebug_checks=3
+ * also compare the library's count of kernel VMAs with the kernel's at
+ * each munmap.
+ */
+static void test_scans_in_lanes(void **state)
+{
+	const size_t ps = os_page();
+	const size_t limits[] = { 0, (size_t)4 << 20 };
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(60, "test_scans_in_lanes");
+	for (size_t l = 0; l < sizeof(limits) / sizeof(limits[0]); l++) {
+		struct mock *m = mock_new(ps, LANE_PAGES, MOCK_NO_HOOKS);
+		vmp_ram *ram;
+		vmp_fileh *fh;
+		char *map;
+		long vmas, files;
+
+		assert_ok(vmp_ram_new(&ram, limits[l]));
+		fh = open_fh(ram, m, 0);
+		map = map_pages(fh, 0, LANE_PAGES, PROT_READ | PROT_WRITE);
+		scan_halves(map, ps, false);
+		maps_in(map, LANE_PAGES * ps, &vmas, &files);
+		print_message("limit %zu MiB: %ld kernel VMAs over %ld memfds\n",
+			      limits[l] >> 20, vmas, files);
+		if (!limits[l] && vmp_ram_faults(ram) == VMP_FAULTS_SIGSEGV) {
+			/* a lane each (the first pages of a stream, loaded
+			 * alone, go into the reservation's) */
+			assert_true(files >= 2);
+			assert_true(vmas <= 6);
+		} else if (!limits[l]) {
+			assert_int_equal(files, 1);
+			assert_int_equal(vmas, 1);
+		}
+		scan_halves(map, ps, true);
+		assert_ok(vmp_writeout(fh, VMP_WRITEOUT_STORE |
+						   VMP_WRITEOUT_MARKSTORED));
+		for (uint64_t b = 0; b < LANE_PAGES; b += 64) {
+			assert_int_equal((uint8_t)map[b * ps], 0xa5);
+			assert_int_equal(mock_check(m, b, map + b * ps), 0);
+		}
+		assert_ok(vmp_munmap(map));
+		/* read again: pages in memory are in the lanes they came in */
+		map = map_pages(fh, 0, LANE_PAGES, PROT_READ);
+		for (uint64_t b = 0; b < LANE_PAGES; b++) {
+			char page[ps];
+			memcpy(page, map + b * ps, ps);
+			if (b % 64 == 0) {
+				assert_int_equal((uint8_t)page[0], 0xa5);
+				page[0] = (char)gen_byte(b, 0, 0);
+			}
+			assert_int_equal(gen_check(page, ps, b, 0), 0);
+		}
+		assert_ok(vmp_munmap(map));
+		assert_ok(vmp_fileh_close(fh));
+		assert_ok(vmp_ram_free(ram));
+		mock_free(m);
+	}
+}
+
 /*
  * loadblk touches the page it is loading.  Under vmp_guard inside loadblk
  * the touch returns -EDEADLK, the error handler sees VMP_FAULT_RECURSION for
@@ -1698,6 +1841,7 @@ int main(void)
 		T(test_reads_never_dirty),
 		T(test_mmap_munmap_vs_faults),
 		T(test_store_on_mapped_store),
+		T(test_scans_in_lanes),
 		T(test_loadblk_touches_own_page),
 		T(test_loadblk_reads_other_page_of_own_handle),
 	};
