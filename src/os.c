@@ -139,13 +139,34 @@ int os_dontneed(void *addr, size_t len)
 	OS_CALL(madvise(addr, len, MADV_DONTNEED));
 }
 
+/*
+ * ThreadSanitizer takes mmap() for a write of the whole range, and so every
+ * read of a page in another thread before the library maps a memfd over it
+ * for a race (a page dropped while others read it: it shows PROT_NONE from
+ * then on, and their next read faults).  To the program it is what mprotect
+ * is, which TSan does not see: so in such a build call the kernel directly.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define OS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define OS_TSAN 1
+#endif
+#endif
+#ifdef OS_TSAN
+#include <sys/syscall.h>
+#define os_mmap(a, l, p, f, fd, o) ((void *)syscall(SYS_mmap, a, l, p, f, fd, o))
+#else
+#define os_mmap mmap
+#endif
+
 int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)
 {
 	int saved = errno;
 	int ret = 0;
 
-	if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd,
-		 (off_t)off) == MAP_FAILED)
+	if (os_mmap(addr, len, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd,
+		    (off_t)off) == MAP_FAILED)
 		ret = -errno;
 	else if (madvise(addr, len, MADV_DONTFORK) < 0)
 		ret = -errno;
