@@ -42,6 +42,7 @@ struct loading_run {
 	const struct fault_tls *thread; /* the loading thread's */
 	uint16_t owner;          /* its tag, for waits.c */
 	struct vmp_page to;      /* the state they are installed in */
+	uint8_t ra_order;        /* the read-ahead window's (readahead()) */
 	struct vmp_vma *fill_vma; /* the faulting mapping (pinned), where its
 				     mechanism has a fill(): the run's pages
 				     go into the memfd through it; else NULL */

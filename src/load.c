@@ -107,13 +107,19 @@ static struct load_scratch *scratch_get(void)
  * sequential stream by itself, whatever thread or interleaving, as the
  * kernel's context read-ahead does: the pages before the fault say whether
  * it continues a stream, and how far (page->ra_order: the window whose
- * last page it is, also while it loads).  After a window of 2^k pages the next is 4x as large, up to
- * the cap; a page after two resident pages (single loads) starts a stream
- * with 4 pages; any other fault loads its page alone, so random access
+ * last page it is, also while it loads).  After a window of 2^k pages the
+ * next is 4x as large, up to the cap; a page after two resident pages
+ * (single loads) starts a stream with 4 pages; any other fault loads its page alone, so random access
  * loads next to nothing it does not touch.  The window stops at the vma's
- * end and at the first present page.
+ * end, at the first present page, and where the largest window ends when
+ * they are laid end to end from page 0 (2 MiB of the store): so a stream
+ * loads aligned windows, and threads that share a scan out in aligned
+ * chunks each load their own chunk, instead of the one ahead loading
+ * into the next one's while that one waits, and the next one finds the
+ * end of a window before its chunk and goes on at full size.  *@order:
+ * log2 of the window's size, or of the size it was cut short from there.
  */
-static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
+static uint64_t readahead(struct vmp_vma *v, uint64_t idx, uint8_t *order)
 {
 	struct vmp_fileh *fh = v->fh;
 	uint64_t max = RA_MAX_BYTES >> fh->pageshift, want = 1, n;
@@ -125,6 +131,8 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 		max = (fh->ram->limit_bytes / 8) >> fh->pageshift;
 	if (max > RA_MAX_PAGES)
 		max = RA_MAX_PAGES;
+	if (max <= 1) /* a limit of less than 8 pages */
+		return 1;
 	prev = pagemap_get(&fh->pagemap, idx - 1);
 	/* (the end of a window still loading continues its stream: another
 	 * thread took the next part of a scan) */
@@ -137,9 +145,14 @@ static uint64_t readahead(struct vmp_vma *v, uint64_t idx)
 		want = 4;
 	if (want > max)
 		want = max;
+	*order = (uint8_t)(63 - __builtin_clzll(want));
+	if (want > max - idx % max)
+		want = max - idx % max;
 	for (n = 1; n < want && idx + n < v->pgoffset + v->npages; n++)
 		if (pagemap_get(&fh->pagemap, idx + n))
 			break;
+	if (n < want)
+		*order = (uint8_t)(63 - __builtin_clzll(n));
 	return n;
 }
 
@@ -541,7 +554,7 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 {
 	struct vmp_fileh *fh = r->fh;
 	vmp_ram *ram = fh->ram;
-	uint64_t i;
+	uint64_t i, window = n;
 	int ret;
 
 	for (;;) {
@@ -581,7 +594,7 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		p->run = r;
 		/* the window, on its last page only: the fault after it
 		 * continues the stream (readahead()) */
-		p->ra_order = i + 1 == n ? (uint8_t)(63 - __builtin_clzll(n)) : 0;
+		p->ra_order = i + 1 < n ? 0 : n == window ? r->ra_order : 0;
 		pagemap_insert(&fh->pagemap, p);
 		r->pages[i] = p;
 	}
@@ -630,7 +643,8 @@ int load_pages(struct vmp_vma *v, uint64_t idx, bool zero,
 		r.filled = true;
 	}
 	made = run_begin(&r, idx,
-			 (overlay || zero || !scratch) ? 1 : readahead(v, idx), fe);
+			 (overlay || zero || !scratch) ? 1 :
+			 readahead(v, idx, &r.ra_order), fe);
 	if (made == -EAGAIN)
 		return 1;
 	if (made < 0)

@@ -322,6 +322,48 @@ static void test_readahead_per_stream(void **state)
 	mock_free(m);
 }
 
+/*
+ * Read-ahead windows end on the boundaries of the largest window laid end
+ * to end from page 0 (2 MiB): a scan of one aligned chunk loads that chunk
+ * and nothing of the next, and a scan of the next chunk, started after
+ * (as by another thread handed it), continues the stream at full size: one
+ * fault for the whole chunk.  So threads sharing a scan out in chunks load
+ * their own chunks instead of waiting for windows reaching into them.
+ */
+static void test_readahead_aligned_windows(void **state)
+{
+	const size_t ps = os_page();
+	const uint64_t chunk = ((size_t)2 << 20) / ps < 512 ? ((size_t)2 << 20) / ps
+							 : 512;
+	struct mock *m = mock_new(ps, 4 * chunk, MOCK_BATCH | MOCK_READONLY);
+	struct vmp_stats st;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *p;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	assert_ok(vmp_ram_new(&ram, 0));
+	fh = open_fh(ram, m, 0);
+	p = map_pages(fh, 0, 4 * chunk, PROT_READ);
+	for (uint64_t b = 0; b < chunk; b++)
+		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
+	st = ram_stats(ram);
+	assert_u64(st.loads, chunk);
+	/* chunk 2 by itself, then chunk 1, which continues chunk 0's stream */
+	for (uint64_t b = 2 * chunk; b < 3 * chunk; b++)
+		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
+	st = ram_stats(ram);
+	for (uint64_t b = chunk; b < 2 * chunk; b++)
+		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
+	assert_u64(ram_stats(ram).faults - st.faults, 1);
+	assert_u64(ram_stats(ram).loads, 3 * chunk);
+	assert_ok(vmp_munmap(p));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 /* Read-ahead after a sequential scan: a hole punched in the middle of it
  * (invalidated) and touched at random loads about what it touches, not a
  * window from the stream that once passed there. */
@@ -794,6 +836,7 @@ FD_CHECKED(test_overlapping_mappings)
 FD_CHECKED(test_several_handles_and_rams)
 FD_CHECKED(test_readahead_loadblks)
 FD_CHECKED(test_readahead_per_stream)
+FD_CHECKED(test_readahead_aligned_windows)
 FD_CHECKED(test_readahead_after_scan)
 FD_CHECKED(test_huge_alignment)
 FD_CHECKED(test_concurrent_faults_load_once)
@@ -810,6 +853,7 @@ int main(void)
 		FD_TEST(test_several_handles_and_rams),
 		FD_TEST(test_readahead_loadblks),
 		FD_TEST(test_readahead_per_stream),
+		FD_TEST(test_readahead_aligned_windows),
 		FD_TEST(test_readahead_after_scan),
 		FD_TEST(test_huge_alignment),
 		FD_TEST(test_concurrent_faults_load_once),
