@@ -27,10 +27,12 @@ static void fork_prepare(void)
 	bounce_fork_prepare();
 	uffd_fork_prepare();
 	fault_fork_prepare();
+	os_fork_prepare(); /* last: see os.c */
 }
 
 static void fork_parent(void)
 {
+	os_fork_parent();
 	fault_fork_parent();
 	uffd_fork_parent();
 	bounce_fork_parent();
@@ -41,6 +43,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	__atomic_add_fetch(&vmp_fork_gen, 1, __ATOMIC_RELAXED);
+	os_fork_child();
 	fault_fork_child();
 	uffd_fork_child();
 	bounce_fork_child();

@@ -16,6 +16,7 @@
  * Lock order (outer first):
  *   registry.lock (rwlock, vma.c)  ->  ram->lock  ->  graph_lock (waits.c)
  *                                              ->  pool_lock (bounce.c)
+ *                                              ->  map_fork_lock (os.c)
  * No library lock is held while a store callback runs or while page bytes
  * are copied (loadblk, storeblk, pwrite/pread of the memfd).  Public calls
  * block SIGSEGV and SIGBUS while they hold a lock, so a stray fault there kills the
@@ -203,8 +204,8 @@ struct vmp_fileh {
 	 * memfd holds the file's inode lock for its whole copy, so loads of
 	 * one handle in several threads would copy one at a time; each
 	 * writes into a lane no other load is writing into (load.c,
-	 * run_lane()).  Lane 0 is made at open and backs every reservation
-	 * and every page not shown; the others on first use.  Only the
+	 * lane_take()).  Lane 0 is made at open and backs every reservation
+	 * and every page that shows nothing; the others on first use.  Only the
 	 * mprotect mechanism has more than one: userfaultfd fills without
 	 * the inode lock, and overlay pages are the base file's.
 	 */

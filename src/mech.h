@@ -35,7 +35,7 @@ struct vmp_fileh;
 enum vma_class { CLASS_NONE, CLASS_R, CLASS_RW, CLASS_BASE };
 
 /* What a page shows in a vma: its class, and the lane (the handle's memfd)
- * mapped there, 0 for pages not in memory (vma_shown()). */
+ * mapped there, 0 where it shows nothing (vma_shown()). */
 struct shown {
 	uint8_t cls; /* enum vma_class */
 	uint8_t lane;

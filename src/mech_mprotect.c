@@ -2,11 +2,12 @@
 /*
  * mech_mprotect.c: the mprotect fault mechanism (mech.h).  A mapping is a
  * PROT_NONE, MAP_SHARED reservation of the handle's memfd (lane 0) at the
- * matching offset; a page's class is its protection, and a page in another
- * lane has that lane's memfd mapped over it (mmap MAP_FIXED) while it is
- * in memory.  So neighbours in one class and lane merge into one kernel
- * VMA, and every isolated page splits one (vma.c counts them).  Faults arrive as SIGSEGV (fault.c).  Overlay handles map
- * the base file over clean pages and the memfd over written ones.
+ * matching offset; a page's class is its protection, and a page of
+ * another lane has that lane's memfd mapped over it (mmap MAP_FIXED) while
+ * it shows its bytes.  So neighbours in one class and lane merge into one
+ * kernel VMA, and every isolated page splits one (vma.c counts them).
+ * Faults arrive as SIGSEGV (fault.c).  Overlay handles map the base file
+ * over clean pages and the memfd over written ones.
  */
 #include <sys/mman.h>
 

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,44 @@ static void *map_congruent(int fd, uint64_t off, size_t len, int prot,
 	return p;
 }
 
+/*
+ * Every mapping the library makes is MADV_DONTFORK, so that a child of
+ * fork() gets none of them: not the handles' memory, nor ranges it would
+ * take for free.  But that is a second call after the mmap, and a fork in
+ * between would give the child the mapping.  So making one holds this lock
+ * for reading, and fork() takes it for writing, after every other lock of
+ * the library's (nothing else is taken while it is held).
+ */
+static pthread_rwlock_t map_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+void os_fork_prepare(void)
+{
+	pthread_rwlock_wrlock(&map_fork_lock);
+}
+
+void os_fork_parent(void)
+{
+	pthread_rwlock_unlock(&map_fork_lock);
+}
+
+void os_fork_child(void)
+{
+	/* (the child's thread cannot unlock the parent thread's write lock) */
+	pthread_rwlock_init(&map_fork_lock, NULL);
+}
+
+/* Around the making of a mapping (not inlined: the TSan suppressions of
+ * tests/tsan.supp name them). */
+static __attribute__((noinline)) void map_fork_guard(void)
+{
+	pthread_rwlock_rdlock(&map_fork_lock);
+}
+
+static __attribute__((noinline)) void map_fork_unguard(void)
+{
+	pthread_rwlock_unlock(&map_fork_lock);
+}
+
 int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
 	       void **addrp)
 {
@@ -117,6 +156,7 @@ int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
 	void *p = MAP_FAILED;
 	int ret = 0;
 
+	map_fork_guard();
 	if (len >= HUGE_ALIGN)
 		p = map_congruent(fd, off, len, prot, congruent);
 	if (p == MAP_FAILED)
@@ -130,6 +170,7 @@ int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
 	} else {
 		*addrp = p;
 	}
+	map_fork_unguard();
 	errno = saved;
 	return ret;
 }
@@ -165,11 +206,13 @@ int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)
 	int saved = errno;
 	int ret = 0;
 
+	map_fork_guard();
 	if (os_mmap(addr, len, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd,
 		    (off_t)off) == MAP_FAILED)
 		ret = -errno;
 	else if (madvise(addr, len, MADV_DONTFORK) < 0)
 		ret = -errno;
+	map_fork_unguard();
 	errno = saved;
 	return ret;
 }
@@ -179,12 +222,14 @@ int os_map_zero_fixed(void *addr, size_t len)
 	int saved = errno;
 	int ret = 0;
 
+	map_fork_guard();
 	if (mmap(addr, len, PROT_READ,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
 		 0) == MAP_FAILED)
 		ret = -errno;
 	else if (madvise(addr, len, MADV_DONTFORK) < 0)
 		ret = -errno;
+	map_fork_unguard();
 	errno = saved;
 	return ret;
 }

@@ -28,6 +28,10 @@ int os_tmpfile(const char *dir);
  * inherited by fork(), at an address congruent to @congruent modulo 2 MiB
  * when @len holds 2 MiB (so that huge pages can be mapped whole).  Returns
  * the address in *addrp. */
+/* fork(): no mapping is being made while it runs (os.c) */
+void os_fork_prepare(void);
+void os_fork_parent(void);
+void os_fork_child(void);
 int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
 	       void **addrp);
 /* Drop the page-table entries of [addr, addr+len) (the pages stay). */

@@ -162,18 +162,20 @@ enum vma_class vma_class(const struct vmp_vma *v, const struct vmp_page *p)
 	return CLASS_R;
 }
 
-/* Is @p's lane mapped where it shows?  From the time its bytes are mapped
- * until it is dropped, also while it shows none (inactive, spilled). */
-static bool placed(const struct vmp_page *p)
+/* Does a page of class @c show its bytes, from its lane's memfd? */
+static bool shows_bytes(enum vma_class c)
 {
-	return p && (p->state == PAGE_LOADED || p->state == PAGE_DIRTY ||
-		     (p->state == PAGE_LOADING && (p->flags & PAGE_MAPPING)));
+	return c == CLASS_R || c == CLASS_RW;
 }
 
+/* Pages that show nothing show lane 0, the reservation, even those still
+ * in memory (inactive, spilled): so they merge with their neighbours, and
+ * deactivating a page frees its kernel VMA whatever its lane. */
 struct shown vma_shown(const struct vmp_vma *v, const struct vmp_page *p)
 {
-	return (struct shown){ (uint8_t)vma_class(v, p),
-			       placed(p) ? p->lane : 0 };
+	enum vma_class c = vma_class(v, p);
+
+	return (struct shown){ (uint8_t)c, shows_bytes(c) ? p->lane : 0 };
 }
 
 /* What pages in the state of @from show in @v, and will show in the state
@@ -183,9 +185,10 @@ static void shown_change(const struct vmp_vma *v, const struct vmp_page *from,
 			 const struct vmp_page *to, struct shown *old,
 			 struct shown *new)
 {
-	vmp_assert(!placed(from) || !placed(to) || from->lane == to->lane);
 	*old = vma_shown(v, from);
 	*new = vma_shown(v, to);
+	vmp_assert(!shows_bytes(old->cls) || !shows_bytes(new->cls) ||
+		   old->lane == new->lane);
 }
 
 /* What page @idx shows in @v; false outside the vma. */
@@ -438,16 +441,25 @@ int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen
 	return 0;
 }
 
-#if VMP_DEBUG_CHECKS >= 3
-/* The kernel's VMAs in @v's range, from /proc/self/maps; -1 unreadable. */
-static long kernel_vmas_in(const struct vmp_vma *v)
+/*
+ * Expensive check: @v, taken off its handle (so nothing changes what it
+ * shows now) and still mapped, took @kvmas kernel VMAs by the count the
+ * budget relies on: the kernel's own count, from /proc/self/maps.  (Not
+ * for overlay handles: their zero pages past the file's end are not
+ * counted.)
+ */
+static void check_kvmas(const struct vmp_vma *v, long kvmas)
 {
+#if VMP_DEBUG_CHECKS >= 3
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[512];
 	long n = 0;
 
-	if (!f)
-		return -1;
+	if (!f || !v->fh->mech->counts_kvmas || (v->fh->flags & VMP_OVERLAY)) {
+		if (f)
+			fclose(f);
+		return;
+	}
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
 		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < v->end &&
@@ -455,32 +467,30 @@ static long kernel_vmas_in(const struct vmp_vma *v)
 			n++;
 	}
 	fclose(f);
-	return n;
-}
+	vmp_assert(n == kvmas);
+#else
+	(void)v;
+	(void)kvmas;
 #endif
+}
 
 /*
  * Take @v off its handle, once no fault or loader holds it pinned (they
- * may be about to change its protections).  ram->lock held.
+ * may be about to change its protections); returns the kernel VMAs it
+ * took.  ram->lock held.
  */
-static void vma_unlink(struct vmp_vma *v)
+static long vma_unlink(struct vmp_vma *v)
 {
 	vmp_ram *ram = v->fh->ram;
+	long kvmas;
 
 	while (__atomic_load_n(&v->inflight, __ATOMIC_ACQUIRE))
 		pthread_cond_wait(&ram->unmap_cond, &ram->lock);
-#if VMP_DEBUG_CHECKS >= 3
-	/* the count the budget relies on is the kernel's (none changes now;
-	 * overlay's zero pages past the file's end are not counted) */
-	if (v->fh->mech->counts_kvmas && v->start &&
-	    !(v->fh->flags & VMP_OVERLAY)) {
-		long n = kernel_vmas_in(v);
-		vmp_assert(n < 0 || n == v->kvmas);
-	}
-#endif
+	kvmas = v->kvmas;
 	list_del(&v->fh_link);
 	v->fh->nvma--;
-	account(v, -v->kvmas);
+	account(v, -kvmas);
+	return kvmas;
 }
 
 VMP_EXPORT int vmp_mmap(vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen,
@@ -567,7 +577,7 @@ VMP_EXPORT int vmp_munmap(void *addr)
 
 	ram = v->fh->ram;
 	ram_lock_api(ram, &saved);
-	vma_unlink(v);
+	check_kvmas(v, vma_unlink(v));
 	ram_unlock_api(ram, &saved);
 
 	os_unmap((void *)v->start, v->end - v->start);

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "thread-util.h"
@@ -1679,6 +1680,154 @@ static void test_scans_in_lanes(void **state)
 	}
 }
 
+/* Two threads, each loading the isolated blocks of its own half of @map
+ * (every other block) until *@stop, invalidating its half after each pass
+ * if @inval. */
+struct lane_loader {
+	pthread_t tid;
+	vmp_fileh *fh;
+	char *map;
+	size_t bs;
+	uint64_t first, n;
+	bool inval;
+	bool write;
+	const bool *stop; /* atomic */
+	int rc;
+};
+
+static void *lane_loader_main(void *arg)
+{
+	struct lane_loader *t = arg;
+
+	do {
+		for (uint64_t b = t->first; b < t->first + t->n; b += 2) {
+			if (t->write)
+				t->map[b * t->bs] = 1;
+			else
+				(void)peek(t->map + b * t->bs);
+		}
+		if (t->inval && !t->rc)
+			t->rc = vmp_invalidate(t->fh, t->first, t->n);
+	} while (!__atomic_load_n(t->stop, __ATOMIC_RELAXED));
+	return NULL;
+}
+
+static void lane_loaders_start(struct lane_loader *t, vmp_fileh *fh, char *map,
+			       size_t bs, uint64_t nblocks, bool inval,
+			       bool write, const bool *stop)
+{
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct lane_loader){ .fh = fh, .map = map, .bs = bs,
+					     .first = (uint64_t)i * nblocks / 2,
+					     .n = nblocks / 2, .inval = inval,
+					     .write = write, .stop = stop };
+		assert_int_equal(pthread_create(&t[i].tid, NULL,
+						lane_loader_main, &t[i]), 0);
+	}
+}
+
+static void lane_loaders_join(struct lane_loader *t)
+{
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i].tid, NULL);
+		assert_rc(t[i].rc, 0);
+	}
+}
+
+/*
+ * A child of fork() gets no mapping of a handle's memory, even while
+ * threads load into lanes (a lane's memfd is mapped over the reservation
+ * with mmap and then made MADV_DONTFORK: a fork between the two calls
+ * used to copy the mapping into the child).
+ */
+static void test_lanes_fork(void **state)
+{
+	const size_t bs = (size_t)64 << 10;
+	struct mock *m = mock_new(bs, 64, MOCK_READONLY | MOCK_NO_HOOKS);
+	struct lane_loader t[2];
+	bool stop = false;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *map;
+	int found = 0, forks;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(60, "test_lanes_fork");
+	assert_ok(vmp_ram_new(&ram, 0));
+	fh = open_fh(ram, m, 0);
+	map = map_pages(fh, 0, 64, PROT_READ);
+	lane_loaders_start(t, fh, map, bs, 64, true, false, &stop);
+	for (forks = 0; forks < 400 && !found; forks++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			FILE *f = fopen("/proc/self/maps", "re");
+			char line[512];
+			int n = 0;
+			while (f && fgets(line, sizeof(line), f))
+				n += strstr(line, "memfd:vmpage") != NULL;
+			_exit(n ? 1 : 0);
+		}
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		found += WIFEXITED(st) && WEXITSTATUS(st) == 1;
+	}
+	__atomic_store_n(&stop, true, __ATOMIC_RELAXED);
+	lane_loaders_join(t);
+	print_message("%d of %d children had a mapping of the handle's memory\n",
+		      found, forks);
+	assert_int_equal(found, 0);
+	assert_ok(vmp_munmap(map));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
+/*
+ * Pages that show nothing show the reservation (lane 0), whatever lane
+ * holds their bytes: so spilled pages, and inactive ones, merge with their
+ * neighbours and take no kernel VMA of their own (else the deactivation
+ * that the VMA budget relies on would free none).  Two threads write
+ * isolated 64 KiB blocks of a spilling handle, 8x its limit: the mapping
+ * takes about two kernel VMAs per block in memory, not per block written.
+ */
+static void test_lanes_shown_none_merge(void **state)
+{
+	const size_t bs = (size_t)64 << 10, limit = (size_t)1 << 20;
+	const uint64_t nblocks = 2 * 8 * (limit / bs) * 2;
+	struct mock *m = mock_new(bs, nblocks, MOCK_NO_HOOKS);
+	struct lane_loader t[2];
+	bool stop = true; /* one pass each */
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	char *map;
+	long vmas, files;
+
+	(void)state;
+	assert_ok(vmp_fault_handler_install());
+	watchdog_arm(60, "test_lanes_shown_none_merge");
+	assert_ok(vmp_ram_new(&ram, limit));
+	fh = open_fh(ram, m, VMP_SPILL);
+	map = map_pages(fh, 0, nblocks, PROT_READ | PROT_WRITE);
+	lane_loaders_start(t, fh, map, bs, nblocks, false, true, &stop);
+	lane_loaders_join(t);
+	maps_in(map, nblocks * bs, &vmas, &files);
+	print_message("%llu blocks written, %llu in memory: %ld kernel VMAs\n",
+		      (unsigned long long)nblocks / 2,
+		      (unsigned long long)(ram_stats(ram).resident_bytes / bs),
+		      vmas);
+	assert_true(ram_stats(ram).spilled_bytes > 0);
+	assert_true(vmas <= 2 * (long)(limit / bs) + 3);
+	for (uint64_t b = 0; b < nblocks; b += 2)
+		assert_int_equal(map[b * bs], 1);
+	assert_ok(vmp_discard(fh));
+	assert_ok(vmp_munmap(map));
+	assert_ok(vmp_fileh_close(fh));
+	assert_ok(vmp_ram_free(ram));
+	mock_free(m);
+}
+
 /*
  * loadblk touches the page it is loading.  Under vmp_guard inside loadblk
  * the touch returns -EDEADLK, the error handler sees VMP_FAULT_RECURSION for
@@ -1842,6 +1991,8 @@ int main(void)
 		T(test_mmap_munmap_vs_faults),
 		T(test_store_on_mapped_store),
 		T(test_scans_in_lanes),
+		T(test_lanes_fork),
+		T(test_lanes_shown_none_merge),
 		T(test_loadblk_touches_own_page),
 		T(test_loadblk_reads_other_page_of_own_handle),
 	};
