@@ -211,8 +211,10 @@ struct vmp_fileh {
 	 */
 	int lanes[FH_LANES];      /* -1 until made; ram->lock (a page's own
 				     lane is set before its page is) */
-	uint8_t lane_writers[FH_LANES]; /* loads writing into each; ram->lock */
-	unsigned nlanes;          /* const: 1 or FH_LANES */
+	unsigned lane_writers[FH_LANES]; /* loads writing into each; ram->lock */
+	unsigned nlanes;          /* lanes to choose from: FH_LANES, or 1;
+				     ram->lock (1 for good once one cannot
+				     be made: out of file descriptors) */
 	int base_fd;              /* const, VMP_OVERLAY: the store's file */
 	uint64_t base_off;        /* const, VMP_OVERLAY: offset of block 0 */
 	uint64_t memfd_size;      /* grown by vmp_mmap */

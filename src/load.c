@@ -398,7 +398,8 @@ static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
 /*
  * The lane for a load of @n pages to write into: the one it prefers (its
  * thread's, or 0 for a small run) unless another load is writing there
- * now, else one that none is; made on first use (lane 0 if that fails).
+ * now, else one that none is; made on first use (if that fails, the
+ * handle makes no more: lane 0).
  * Threads take their lanes in turn as they first load a large run: the
  * first takes lane 0, and threads that start loading together differ.
  * Counted in fh->lane_writers until lane_put().  ram->lock held.
@@ -408,9 +409,7 @@ static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
 	static unsigned next_lane;
 	unsigned want = 0, lane;
 
-	if (fh->nlanes == 1)
-		return 0;
-	if ((n << fh->pageshift) >= LANE_OWN_BYTES) {
+	if ((n << fh->pageshift) >= LANE_OWN_BYTES && fh->nlanes > 1) {
 		if (!vmp_tls.lane)
 			vmp_tls.lane = (uint8_t)(1 + __atomic_fetch_add(
 				&next_lane, 1, __ATOMIC_RELAXED) % FH_LANES);
@@ -426,10 +425,12 @@ static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
 	}
 	if (fh->lanes[lane] < 0) {
 		int fd = os_memfd_create("vmpage");
-		if (fd < 0)
+		if (fd < 0) {
+			fh->nlanes = 1;
 			lane = 0;
-		else
+		} else {
 			fh->lanes[lane] = fd;
+		}
 	}
 	fh->lane_writers[lane]++;
 	return lane;
@@ -437,8 +438,7 @@ static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
 
 static void lane_put(struct vmp_fileh *fh, unsigned lane)
 {
-	if (fh->nlanes > 1)
-		fh->lane_writers[lane]--;
+	fh->lane_writers[lane]--;
 }
 
 /*

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1680,6 +1681,61 @@ static void test_scans_in_lanes(void **state)
 	}
 }
 
+/* In a child whose file descriptors are used up: two threads scan their
+ * halves all the same, every load in the reservation's memfd. */
+static void child_scans_without_fds(void *arg)
+{
+	const size_t ps = os_page();
+	struct mock *m = mock_new(ps, LANE_PAGES, MOCK_READONLY | MOCK_NO_HOOKS);
+	struct rlimit old, none;
+	struct scanner t[2];
+	pthread_barrier_t bar;
+	vmp_ram *ram;
+	vmp_fileh *fh;
+	void *map;
+	long vmas, files;
+
+	(void)arg;
+	child_check_rc(vmp_fault_handler_install(), 0);
+	child_check_rc(vmp_ram_new(&ram, 0), 0);
+	child_check_rc(vmp_fileh_open(&fh, ram, m->store, 0), 0);
+	child_check_rc(vmp_mmap(fh, 0, LANE_PAGES, PROT_READ, &map), 0);
+	child_check(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	none = old;
+	none.rlim_cur = (rlim_t)dup(0); /* the lowest free one: none left */
+	child_check(setrlimit(RLIMIT_NOFILE, &none) == 0);
+	pthread_barrier_init(&bar, NULL, 2);
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct scanner){ .bar = &bar, .map = map, .ps = ps,
+					 .first = (uint64_t)i * LANE_PAGES / 2,
+					 .n = LANE_PAGES / 2 };
+		child_check(pthread_create(&t[i].tid, NULL, scanner_main,
+					   &t[i]) == 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i].tid, NULL);
+		child_check(t[i].bad == 0);
+	}
+	child_check(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	maps_in(map, LANE_PAGES * ps, &vmas, &files);
+	child_check(files == 1);
+	child_check(vmas == 1);
+	child_check_rc(vmp_munmap(map), 0);
+	child_check_rc(vmp_fileh_close(fh), 0);
+	child_check_rc(vmp_ram_free(ram), 0);
+}
+
+/* Out of file descriptors, a handle makes no more lanes and loads into
+ * the one it has: nothing fails. */
+static void test_lanes_without_fds(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+	run_child(child_scans_without_fds, NULL, &r);
+	assert_child_exited_ok(&r);
+}
+
 /* Two threads, each loading the isolated blocks of its own half of @map
  * (every other block) until *@stop, invalidating its half after each pass
  * if @inval. */
@@ -1992,6 +2048,7 @@ int main(void)
 		T(test_store_on_mapped_store),
 		T(test_scans_in_lanes),
 		T(test_lanes_fork),
+		T(test_lanes_without_fds),
 		T(test_lanes_shown_none_merge),
 		T(test_loadblk_touches_own_page),
 		T(test_loadblk_reads_other_page_of_own_handle),
