@@ -205,12 +205,12 @@ struct vmp_fileh {
 	 * one handle in several threads would copy one at a time; each
 	 * writes into a lane no other load is writing into (load.c,
 	 * lane_take()).  Lane 0 is made at open and backs every reservation
-	 * and every page that shows nothing; the others on first use.  Only the
-	 * mprotect mechanism has more than one: userfaultfd fills without
-	 * the inode lock, and overlay pages are the base file's.
+	 * and every page that shows nothing; the others on first use.  Only
+	 * the mprotect mechanism has more than one: userfaultfd fills
+	 * without the inode lock, and overlay pages are the base file's.
 	 */
-	int lanes[FH_LANES];      /* -1 until made; ram->lock (a page's own
-				     lane is set before its page is) */
+	int lanes[FH_LANES];      /* -1 until made; ram->lock (a lane is made
+				     before any page names it) */
 	unsigned lane_writers[FH_LANES]; /* loads writing into each; ram->lock */
 	unsigned nlanes;          /* lanes to choose from: FH_LANES, or 1;
 				     ram->lock (1 for good once one cannot

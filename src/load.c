@@ -12,13 +12,11 @@
  * A pwrite holds the memfd's inode lock for its whole copy, so loads in
  * several threads would copy one at a time: each load writes into a lane
  * (a memfd of the handle's, internal.h) that no other load is writing
- * into, its thread's own for large runs (lane_take()).
- *
- * With userfaultfd the run goes into the memfd by UFFDIO_COPY through the
- * faulting mapping instead (mech->fill), which maps it there as it writes:
- * a pwrite into a memfd holds the file's inode lock for its whole copy, so
- * loads of one handle in several threads would copy one at a time.  Its
- * pages are PAGE_MAPPING from then on, as they are visible there.
+ * into, its thread's own for large runs (lane_take()).  With userfaultfd
+ * the run goes into the memfd by UFFDIO_COPY through the faulting mapping
+ * instead (mech->fill), which takes no such lock and maps it there as it
+ * writes: its pages are PAGE_MAPPING from then on, as they are visible
+ * there.
  *
  * Taking over.  A fault on a page that some run holds LOADING normally
  * waits for it.  But a run's owner may be stuck in a nested fault (its
@@ -109,8 +107,9 @@ static struct load_scratch *scratch_get(void)
  * it continues a stream, and how far (page->ra_order: the window whose
  * last page it is, also while it loads).  After a window of 2^k pages the
  * next is 4x as large, up to the cap; a page after two resident pages
- * (single loads) starts a stream with 4 pages; any other fault loads its page alone, so random access
- * loads next to nothing it does not touch.  The window stops at the vma's
+ * (single loads) starts a stream with 4 pages; any other fault loads its
+ * page alone, so random access loads next to nothing it does not touch.
+ * The window stops at the vma's
  * end, at the first present page, and where the largest window ends when
  * they are laid end to end from page 0 (2 MiB of the store): so a stream
  * loads aligned windows, and threads that share a scan out in aligned
@@ -396,31 +395,34 @@ static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
 }
 
 /*
- * The lane for a load of @n pages to write into: the one it prefers (its
- * thread's, or 0 for a small run) unless another load is writing there
- * now, else one that none is; made on first use (if that fails, the
- * handle makes no more: lane 0).
- * Threads take their lanes in turn as they first load a large run: the
- * first takes lane 0, and threads that start loading together differ.
+ * The lane for a load of @n pages to write into.  A large run: its
+ * thread's, unless another load is writing there now, else one that none
+ * is; threads take their lanes in turn as they first load a large run (the
+ * first takes lane 0, and threads that start loading together differ).  A
+ * small one: lane 0, even while others write there, for their copies are
+ * short, and showing a page of another lane costs an mmap and a
+ * madvise where lane 0 needs one mprotect (with 8 threads faulting at
+ * random on 2 CPUs, sending them elsewhere ran 0.71x as fast as not).
+ * Made on first use; if that fails, the handle makes no more (lane 0).
  * Counted in fh->lane_writers until lane_put().  ram->lock held.
  */
 static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
 {
 	static unsigned next_lane;
-	unsigned want = 0, lane;
+	unsigned lane = 0;
 
 	if ((n << fh->pageshift) >= LANE_OWN_BYTES && fh->nlanes > 1) {
+		unsigned want;
 		if (!vmp_tls.lane)
 			vmp_tls.lane = (uint8_t)(1 + __atomic_fetch_add(
 				&next_lane, 1, __ATOMIC_RELAXED) % FH_LANES);
-		want = (vmp_tls.lane - 1u) % fh->nlanes;
-	}
-	lane = want;
-	for (unsigned k = 0; k < fh->nlanes; k++) {
-		unsigned l = (want + k) % fh->nlanes;
-		if (!fh->lane_writers[l]) {
-			lane = l;
-			break;
+		want = lane = (vmp_tls.lane - 1u) % fh->nlanes;
+		for (unsigned k = 0; k < fh->nlanes; k++) {
+			unsigned l = (want + k) % fh->nlanes;
+			if (!fh->lane_writers[l]) {
+				lane = l;
+				break;
+			}
 		}
 	}
 	if (fh->lanes[lane] < 0) {
@@ -442,8 +444,8 @@ static void lane_put(struct vmp_fileh *fh, unsigned lane)
 }
 
 /*
- * Commit the filled blocks [r->lo, upto): claim, write into a lane of the
- * memfd (the lock dropped) and map them.  Returns the error that kept block r->base
+ * Commit the filled blocks [r->lo, upto): claim, write into a lane (the
+ * lock dropped) and map them.  Returns the error that kept block r->base
  * from being installed (in @fe), else 0.
  */
 static int run_commit(struct loading_run *r, uint64_t upto,
@@ -594,7 +596,7 @@ static long run_begin(struct loading_run *r, uint64_t idx, uint64_t n,
 		p->run = r;
 		/* the window, on its last page only: the fault after it
 		 * continues the stream (readahead()) */
-		p->ra_order = i + 1 < n ? 0 : n == window ? r->ra_order : 0;
+		p->ra_order = i + 1 == n && n == window ? r->ra_order : 0;
 		pagemap_insert(&fh->pagemap, p);
 		r->pages[i] = p;
 	}

@@ -196,7 +196,8 @@ int os_dontneed(void *addr, size_t len)
 #endif
 #ifdef OS_TSAN
 #include <sys/syscall.h>
-#define os_mmap(a, l, p, f, fd, o) ((void *)syscall(SYS_mmap, a, l, p, f, fd, o))
+#define os_mmap(a, l, p, f, fd, o)                                             \
+	((void *)syscall(SYS_mmap, a, l, p, f, fd, o))
 #else
 #define os_mmap mmap
 #endif
