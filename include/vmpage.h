@@ -448,6 +448,13 @@ enum vmp_fileh_flags {
  * vmp_store_free()).  Several handles may be open on one store; they do
  * not see each other's uncommitted writes.
  *
+ * Its pages live in a memfd, a file descriptor of the process's (and a
+ * VMP_SPILL handle holds one more, its spill file).
+ * With the SIGSEGV mechanism, threads
+ * that load runs of 64 KiB or more into one handle at the same time load
+ * into memfds of their own, so a handle may hold up to 7 more; where the
+ * process has none left, it goes on with those it has.
+ *
  * @param fhp   receives the handle.
  * @param ram   the budget its pages are charged to.
  * @param store the store, from vmp_store_new() or vmp_file_store_new().
