@@ -201,9 +201,9 @@ void job_par_kernel(const struct job *j, struct rep *r)
  * contiguous share of the big size in 2 MiB steps (the library's largest
  * read-ahead window): compute the bytes into a buffer of its own, pwrite
  * them into a fresh memfd, mprotect them readable, sum them.  floor: one
- * memfd for all (as a handle has); floor-sep: one memfd per thread (each
- * with its own mapping).  Whether the floor scales says whether a library
- * that copies into one memfd can.
+ * memfd for all; floor-sep: one memfd per thread (each with its own
+ * mapping), as a SIGSEGV handle's lanes are.  Whether the floor scales
+ * says whether a library that copies into one memfd can.
  */
 struct floor_par {
 	int nfd;
