@@ -403,7 +403,8 @@ static int run_install(struct loading_run *r, uint64_t first, uint64_t end)
  * short, and showing a page of another lane costs an mmap and a
  * madvise where lane 0 needs one mprotect (with 8 threads faulting at
  * random on 2 CPUs, sending them elsewhere ran 0.71x as fast as not).
- * Made on first use; if that fails, the handle makes no more (lane 0).
+ * Made on first use (lane 0 if that fails; out of file descriptors, the
+ * handle makes no more).
  * Counted in fh->lane_writers until lane_put().  ram->lock held.
  */
 static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
@@ -427,8 +428,9 @@ static unsigned lane_take(struct vmp_fileh *fh, uint64_t n)
 	}
 	if (fh->lanes[lane] < 0) {
 		int fd = os_memfd_create("vmpage");
+		if (fd == -EMFILE || fd == -ENFILE)
+			fh->nlanes = 1; /* out of file descriptors: no more */
 		if (fd < 0) {
-			fh->nlanes = 1;
 			lane = 0;
 		} else {
 			fh->lanes[lane] = fd;

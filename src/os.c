@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,10 @@ static void *map_congruent(int fd, uint64_t off, size_t len, int prot,
  * take for free.  But that is a second call after the mmap, and a fork in
  * between would give the child the mapping.  So making one holds this lock
  * for reading, and fork() takes it for writing, after every other lock of
- * the library's (nothing else is taken while it is held).
+ * the library's (nothing else is taken while it is held).  With signals
+ * blocked: a handler that touched a mapping would wait, in the fault path,
+ * for a lock that a fork() in another thread holds while it waits for
+ * this one.
  */
 static pthread_rwlock_t map_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
 
@@ -137,26 +141,32 @@ void os_fork_child(void)
 	pthread_rwlock_init(&map_fork_lock, NULL);
 }
 
-/* Around the making of a mapping (not inlined: the TSan suppressions of
- * tests/tsan.supp name them). */
-static __attribute__((noinline)) void map_fork_guard(void)
+/* Around the making of a mapping; @saved keeps the signal mask (not
+ * inlined: the TSan suppressions of tests/tsan.supp name them). */
+static __attribute__((noinline)) void map_fork_guard(sigset_t *saved)
 {
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, saved);
 	pthread_rwlock_rdlock(&map_fork_lock);
 }
 
-static __attribute__((noinline)) void map_fork_unguard(void)
+static __attribute__((noinline)) void map_fork_unguard(const sigset_t *saved)
 {
 	pthread_rwlock_unlock(&map_fork_lock);
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
 }
 
 int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
 	       void **addrp)
 {
 	int saved = errno;
+	sigset_t mask;
 	void *p = MAP_FAILED;
 	int ret = 0;
 
-	map_fork_guard();
+	map_fork_guard(&mask);
 	if (len >= HUGE_ALIGN)
 		p = map_congruent(fd, off, len, prot, congruent);
 	if (p == MAP_FAILED)
@@ -170,7 +180,7 @@ int os_reserve(int fd, uint64_t off, size_t len, int prot, uint64_t congruent,
 	} else {
 		*addrp = p;
 	}
-	map_fork_unguard();
+	map_fork_unguard(&mask);
 	errno = saved;
 	return ret;
 }
@@ -205,15 +215,16 @@ int os_dontneed(void *addr, size_t len)
 int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)
 {
 	int saved = errno;
+	sigset_t mask;
 	int ret = 0;
 
-	map_fork_guard();
+	map_fork_guard(&mask);
 	if (os_mmap(addr, len, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd,
 		    (off_t)off) == MAP_FAILED)
 		ret = -errno;
 	else if (madvise(addr, len, MADV_DONTFORK) < 0)
 		ret = -errno;
-	map_fork_unguard();
+	map_fork_unguard(&mask);
 	errno = saved;
 	return ret;
 }
@@ -221,16 +232,17 @@ int os_map_fixed(void *addr, size_t len, int prot, int fd, uint64_t off)
 int os_map_zero_fixed(void *addr, size_t len)
 {
 	int saved = errno;
+	sigset_t mask;
 	int ret = 0;
 
-	map_fork_guard();
+	map_fork_guard(&mask);
 	if (mmap(addr, len, PROT_READ,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
 		 0) == MAP_FAILED)
 		ret = -errno;
 	else if (madvise(addr, len, MADV_DONTFORK) < 0)
 		ret = -errno;
-	map_fork_unguard();
+	map_fork_unguard(&mask);
 	errno = saved;
 	return ret;
 }

@@ -328,15 +328,25 @@ static void test_readahead_per_stream(void **state)
  * and nothing of the next, and a scan of the next chunk, started after
  * (as by another thread handed it), continues the stream at full size: one
  * fault for the whole chunk.  So threads sharing a scan out in chunks load
- * their own chunks instead of waiting for windows reaching into them.
+ * their own chunks instead of waiting for windows reaching into them.  A
+ * window cut short keeps the size it was cut from: a stream that started
+ * 24 pages before a boundary (windows 1, 1, 4, 16, then 64 cut to 2) goes
+ * on with 256 pages after it, and takes the chunk in 2 faults, not 4.
  */
+/* Read blocks [from, to) of @p in order, checking each. */
+static void read_blocks(const char *p, size_t ps, uint64_t from, uint64_t to)
+{
+	for (uint64_t b = from; b < to; b++)
+		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
+}
+
 static void test_readahead_aligned_windows(void **state)
 {
 	const size_t ps = os_page();
-	const uint64_t chunk = ((size_t)2 << 20) / ps < 512 ? ((size_t)2 << 20) / ps
-							 : 512;
+	const uint64_t chunk = (((size_t)2 << 20) / ps) > 512 ? 512
+							       : ((size_t)2 << 20) / ps;
 	struct mock *m = mock_new(ps, 4 * chunk, MOCK_BATCH | MOCK_READONLY);
-	struct vmp_stats st;
+	uint64_t faults;
 	vmp_ram *ram;
 	vmp_fileh *fh;
 	char *p;
@@ -346,20 +356,28 @@ static void test_readahead_aligned_windows(void **state)
 	assert_ok(vmp_ram_new(&ram, 0));
 	fh = open_fh(ram, m, 0);
 	p = map_pages(fh, 0, 4 * chunk, PROT_READ);
-	for (uint64_t b = 0; b < chunk; b++)
-		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
-	st = ram_stats(ram);
-	assert_u64(st.loads, chunk);
+	read_blocks(p, ps, 0, chunk);
+	assert_u64(ram_stats(ram).loads, chunk);
 	/* chunk 2 by itself, then chunk 1, which continues chunk 0's stream */
-	for (uint64_t b = 2 * chunk; b < 3 * chunk; b++)
-		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
-	st = ram_stats(ram);
-	for (uint64_t b = chunk; b < 2 * chunk; b++)
-		assert_int_equal(gen_check(p + b * ps, ps, b, 0), 0);
-	assert_u64(ram_stats(ram).faults - st.faults, 1);
+	read_blocks(p, ps, 2 * chunk, 3 * chunk);
+	faults = ram_stats(ram).faults;
+	read_blocks(p, ps, chunk, 2 * chunk);
+	assert_u64(ram_stats(ram).faults - faults, 1);
 	assert_u64(ram_stats(ram).loads, 3 * chunk);
 	assert_ok(vmp_munmap(p));
 	assert_ok(vmp_fileh_close(fh));
+
+	if (chunk == 512) { /* (4 KiB pages: the windows above) */
+		fh = open_fh(ram, m, 0);
+		p = map_pages(fh, chunk - 24, chunk + 24, PROT_READ);
+		p -= (chunk - 24) * ps;
+		read_blocks(p, ps, chunk - 24, chunk);
+		faults = ram_stats(ram).faults;
+		read_blocks(p, ps, chunk, 2 * chunk);
+		assert_u64(ram_stats(ram).faults - faults, 2);
+		assert_ok(vmp_munmap(p + (chunk - 24) * ps));
+		assert_ok(vmp_fileh_close(fh));
+	}
 	assert_ok(vmp_ram_free(ram));
 	mock_free(m);
 }
