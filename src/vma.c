@@ -451,15 +451,13 @@ int fh_check_range(const struct vmp_fileh *fh, uint64_t pgoffset, uint64_t pglen
 static void check_kvmas(const struct vmp_vma *v, long kvmas)
 {
 #if VMP_DEBUG_CHECKS >= 3
-	FILE *f = fopen("/proc/self/maps", "re");
+	FILE *f;
 	char line[512];
 	long n = 0;
 
-	if (!f || !v->fh->mech->counts_kvmas || (v->fh->flags & VMP_OVERLAY)) {
-		if (f)
-			fclose(f);
+	if (!v->fh->mech->counts_kvmas || (v->fh->flags & VMP_OVERLAY) ||
+	    !(f = fopen("/proc/self/maps", "re")))
 		return;
-	}
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
 		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < v->end &&
