@@ -121,9 +121,11 @@ static void *map_congruent(int fd, uint64_t off, size_t len, int prot,
  * the library's (nothing else is taken while it is held).  With signals
  * blocked: a handler that touched a mapping would wait, in the fault path,
  * for a lock that a fork() in another thread holds while it waits for
- * this one.
+ * this one.  So no thread takes it twice, and it can prefer the writer:
+ * threads that keep mapping do not starve fork().
  */
-static pthread_rwlock_t map_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_rwlock_t map_fork_lock =
+	PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 void os_fork_prepare(void)
 {
@@ -138,7 +140,13 @@ void os_fork_parent(void)
 void os_fork_child(void)
 {
 	/* (the child's thread cannot unlock the parent thread's write lock) */
-	pthread_rwlock_init(&map_fork_lock, NULL);
+	pthread_rwlockattr_t attr;
+
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr,
+				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&map_fork_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
 }
 
 /* Around the making of a mapping; @saved keeps the signal mask (not
